@@ -1,0 +1,170 @@
+"""Settings from the environment, validated once at start-up and passed down.
+
+Every variable is read here and nowhere else. A missing or malformed value raises `ConfigError`
+with one line that names the variable, so a process stops before doing any work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from notifier.errors import ConfigError
+
+EmailProviderName = Literal["sendgrid", "console"]
+SmsProviderName = Literal["twilio", "console"]
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """notifier's whole configuration. The README table lists every field's variable."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=False)
+
+    database_url: SecretStr | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    redis_url: SecretStr | None = Field(None, validation_alias=_env("REDIS_URL"))
+    supabase_url: str | None = Field(None, validation_alias=_env("SUPABASE_URL"))
+    supabase_service_role_key: SecretStr | None = Field(
+        None, validation_alias=_env("SUPABASE_SERVICE_ROLE_KEY")
+    )
+
+    email_provider: EmailProviderName | None = Field(
+        None, validation_alias=_env("NOTIFIER_EMAIL_PROVIDER")
+    )
+    sms_provider: SmsProviderName | None = Field(None, validation_alias=_env("NOTIFIER_SMS_PROVIDER"))
+    sendgrid_api_key: SecretStr | None = Field(None, validation_alias=_env("SENDGRID_API_KEY"))
+    sendgrid_api_base: str = Field(
+        "https://api.sendgrid.com", validation_alias=_env("SENDGRID_API_BASE")
+    )
+    email_from: str | None = Field(None, validation_alias=_env("EMAIL_FROM"))
+    twilio_account_sid: str | None = Field(None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
+    twilio_from_number: str | None = Field(None, validation_alias=_env("TWILIO_FROM_NUMBER"))
+    twilio_messaging_service_sid: str | None = Field(
+        None, validation_alias=_env("TWILIO_MESSAGING_SERVICE_SID")
+    )
+    twilio_api_base: str = Field("https://api.twilio.com", validation_alias=_env("TWILIO_API_BASE"))
+    twilio_status_callback_url: str | None = Field(
+        None, validation_alias=_env("TWILIO_STATUS_CALLBACK_URL")
+    )
+    unsubscribe_url_base: str | None = Field(None, validation_alias=_env("UNSUBSCRIBE_URL_BASE"))
+
+    port: int = Field(8000, ge=1, le=65535, validation_alias=_env("PORT"))
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("LOG_LEVEL")
+    )
+
+    outbox_dir: Path | None = Field(None, validation_alias=_env("NOTIFIER_OUTBOX_DIR"))
+    template_dir: Path | None = Field(None, validation_alias=_env("NOTIFIER_TEMPLATE_DIR"))
+    poll_interval: float = Field(5.0, gt=0, validation_alias=_env("NOTIFIER_POLL_INTERVAL"))
+    claim_batch_size: int = Field(500, ge=1, le=10000, validation_alias=_env("NOTIFIER_CLAIM_BATCH"))
+    rq_job_size: int = Field(25, ge=1, le=1000, validation_alias=_env("NOTIFIER_RQ_JOB_SIZE"))
+    max_in_flight: int = Field(5000, ge=1, validation_alias=_env("NOTIFIER_MAX_IN_FLIGHT"))
+    lease_seconds: int = Field(300, ge=10, validation_alias=_env("NOTIFIER_LEASE_SECONDS"))
+    reaper_interval: float = Field(30.0, gt=0, validation_alias=_env("NOTIFIER_REAPER_INTERVAL"))
+    unknown_outcome: Literal["retry", "fail"] = Field(
+        "retry", validation_alias=_env("NOTIFIER_UNKNOWN_OUTCOME")
+    )
+    send_concurrency: int = Field(8, ge=1, le=256, validation_alias=_env("NOTIFIER_SEND_CONCURRENCY"))
+    provider_timeout: float = Field(10.0, gt=0, validation_alias=_env("NOTIFIER_PROVIDER_TIMEOUT"))
+    backoff_base_seconds: float = Field(30.0, gt=0, validation_alias=_env("NOTIFIER_BACKOFF_BASE"))
+    backoff_cap_seconds: float = Field(3600.0, gt=0, validation_alias=_env("NOTIFIER_BACKOFF_CAP"))
+    breaker_fail_max: int = Field(5, ge=1, validation_alias=_env("NOTIFIER_BREAKER_FAIL_MAX"))
+    breaker_reset_timeout: int = Field(
+        60, ge=1, validation_alias=_env("NOTIFIER_BREAKER_RESET_TIMEOUT")
+    )
+    db_pool_size: int = Field(10, ge=1, le=200, validation_alias=_env("NOTIFIER_DB_POOL_SIZE"))
+
+    @model_validator(mode="after")
+    def _check_across_fields(self) -> Settings:
+        if self.lease_seconds <= 3 * self.provider_timeout:
+            raise ValueError(
+                "NOTIFIER_LEASE_SECONDS must exceed three times NOTIFIER_PROVIDER_TIMEOUT, or a "
+                "slow send could be re-claimed and sent twice"
+            )
+        if self.backoff_cap_seconds < self.backoff_base_seconds:
+            raise ValueError("NOTIFIER_BACKOFF_CAP must be at least NOTIFIER_BACKOFF_BASE")
+        if self.resolved_email_provider == "sendgrid":
+            for name, value in (
+                ("SENDGRID_API_KEY", self.sendgrid_api_key),
+                ("EMAIL_FROM", self.email_from),
+            ):
+                if not value:
+                    raise ValueError(f"{name} is not set (needed by NOTIFIER_EMAIL_PROVIDER=sendgrid)")
+        if self.resolved_sms_provider == "twilio":
+            for name, value in (
+                ("TWILIO_ACCOUNT_SID", self.twilio_account_sid),
+                ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+            ):
+                if not value:
+                    raise ValueError(f"{name} is not set (needed by NOTIFIER_SMS_PROVIDER=twilio)")
+            if not (self.twilio_from_number or self.twilio_messaging_service_sid):
+                raise ValueError(
+                    "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID is not set "
+                    "(needed by NOTIFIER_SMS_PROVIDER=twilio)"
+                )
+        return self
+
+    @property
+    def resolved_email_provider(self) -> EmailProviderName:
+        """The configured email provider, or SendGrid when its key is set, else console."""
+        if self.email_provider:
+            return self.email_provider
+        return "sendgrid" if self.sendgrid_api_key else "console"
+
+    @property
+    def resolved_sms_provider(self) -> SmsProviderName:
+        """The configured SMS provider, or Twilio when its credentials are set, else console."""
+        if self.sms_provider:
+            return self.sms_provider
+        return "twilio" if self.twilio_account_sid and self.twilio_auth_token else "console"
+
+    def require_database_url(self) -> str:
+        if self.database_url is None or not self.database_url.get_secret_value():
+            raise ConfigError("DATABASE_URL is not set")
+        return self.database_url.get_secret_value()
+
+    def require_redis_url(self) -> str:
+        if self.redis_url is None or not self.redis_url.get_secret_value():
+            raise ConfigError("REDIS_URL is not set")
+        return self.redis_url.get_secret_value()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; `overrides` (field names) win, for `notifier dev` and tests."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "value_error" or not error["loc"]:
+        return message
+    variable = str(error["loc"][0])
+    return f"{variable} is malformed: {message}"
+
+
+def mask_url(url: str) -> str:
+    """The URL without its password, for logs and health output: `redis://:***@host:6379/0`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))

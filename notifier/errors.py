@@ -1,0 +1,46 @@
+"""One error tree, so callers can catch what they mean and messages read as sentences."""
+
+from __future__ import annotations
+
+
+class NotifierError(Exception):
+    """Base of every error notifier raises on purpose."""
+
+
+class ConfigError(NotifierError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class DeliveryError(NotifierError):
+    """A delivery attempt did not succeed.
+
+    `code` is the provider's own error code (Twilio `21211`, HTTP `400`, ...) when one exists,
+    so the delivery log can carry it next to the readable message.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth retrying later: timeouts, connection errors, 429 and 5xx.
+
+    `retry_after` (seconds) is the provider's own hint (`Retry-After`, `X-RateLimit-Reset`),
+    honoured instead of the computed backoff when it is longer.
+    """
+
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Retrying cannot help: bad address, rejected request, template error, no contact."""
+
+
+class TemplateRenderError(PermanentDeliveryError):
+    """A template failed to render (unknown template, missing variable)."""

@@ -1,0 +1,1 @@
+"""Delivery providers behind one interface (see `base.py`)."""

@@ -1,0 +1,18 @@
+"""The one operation every backend offers: call a SQL function by name with named arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+
+class FunctionCaller(Protocol):
+    """Calls `public.<function>(name => value, ...)` and returns its rows as dicts.
+
+    Values are plain JSON-able Python (str, int, float, bool, None, dict, list), so the same
+    call works over psycopg and over PostgREST's `/rpc/<function>`.
+    """
+
+    def call(self, function: str, params: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...

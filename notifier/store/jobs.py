@@ -1,0 +1,238 @@
+"""What notifier says to the database: one method per state change, each one SQL function.
+
+Methods return plain values (ids as `str`) whichever backend answered, so callers never see
+whether psycopg or PostgREST was underneath.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from notifier.store.base import FunctionCaller
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job claimed from Postgres: the id and the lease token that fences its attempt."""
+
+    job_id: str
+    lease_token: str
+    urgency_level: str = "normal"
+    delivery_method: str = "email"
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Everything a worker needs to deliver one job, loaded when its attempt starts."""
+
+    job_id: str
+    lease_token: str
+    recipient_id: str
+    group_id: str | None
+    notification_type: str
+    urgency_level: str
+    delivery_method: str
+    content: dict[str, Any]
+    metadata: dict[str, Any]
+    retry_count: int
+    max_retries: int
+    scheduled_for: datetime | str | None
+    recipient: dict[str, Any]
+    group_name: str | None
+    preferences: dict[str, Any] | None
+
+    @property
+    def attempt(self) -> int:
+        return self.retry_count + 1
+
+
+class JobStore:
+    """Typed wrappers around the job state functions of supabase/migrations."""
+
+    def __init__(self, caller: FunctionCaller) -> None:
+        self._caller = caller
+
+    def close(self) -> None:
+        self._caller.close()
+
+    def _scalar(self, function: str, **params: Any) -> Any:
+        rows = self._caller.call(function, params)
+        return rows[0][function] if rows else None
+
+    def enqueue(
+        self,
+        recipient_id: str,
+        group_id: str | None,
+        update_id: str | None,
+        notification_type: str = "immediate",
+        urgency_level: str = "normal",
+        delivery_method: str = "email",
+        content: dict[str, Any] | None = None,
+        delay_minutes: int = 0,
+        idempotency_key: str | None = None,
+    ) -> str:
+        job_id = self._scalar(
+            "enqueue_notification_job",
+            p_recipient_id=recipient_id,
+            p_group_id=group_id,
+            p_update_id=update_id,
+            p_notification_type=notification_type,
+            p_urgency_level=urgency_level,
+            p_delivery_method=delivery_method,
+            p_content=content or {},
+            p_schedule_delay_minutes=delay_minutes,
+            p_idempotency_key=idempotency_key,
+        )
+        return str(job_id)
+
+    def claim(self, limit: int, lease_seconds: int, claimed_by: str | None = None) -> list[Claim]:
+        rows = self._caller.call(
+            "claim_notification_jobs",
+            {"p_limit": limit, "p_lease_seconds": lease_seconds, "p_claimed_by": claimed_by},
+        )
+        return [
+            Claim(
+                job_id=str(row["id"]),
+                lease_token=str(row["lease_token"]),
+                urgency_level=str(row["urgency_level"]),
+                delivery_method=str(row["delivery_method"]),
+            )
+            for row in rows
+        ]
+
+    def start_attempts(self, claims: list[Claim], lease_seconds: int) -> list[JobContext]:
+        """Start every claim whose token is still current; stale ones are simply absent."""
+        payload = [{"job_id": c.job_id, "lease_token": c.lease_token} for c in claims]
+        rows = self._caller.call(
+            "start_notification_attempts", {"p_claims": payload, "p_lease_seconds": lease_seconds}
+        )
+        return [_job_context(row) for row in rows]
+
+    def complete(
+        self,
+        job: JobContext,
+        provider: str,
+        provider_message_id: str | None,
+        provider_response: dict[str, Any] | None,
+        duration_ms: int,
+    ) -> bool:
+        return bool(
+            self._scalar(
+                "complete_notification_job",
+                p_job_id=job.job_id,
+                p_lease_token=job.lease_token,
+                p_provider=provider,
+                p_provider_message_id=provider_message_id,
+                p_provider_response=provider_response,
+                p_duration_ms=duration_ms,
+            )
+        )
+
+    def retry(
+        self,
+        job: JobContext,
+        provider: str,
+        error_code: str | None,
+        error_message: str,
+        duration_ms: int,
+        retry_after_seconds: float | None,
+        backoff_base_seconds: float,
+        backoff_cap_seconds: float,
+        provider_response: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Record a transient failure; returns the new status (`pending` or `failed`)."""
+        status = self._scalar(
+            "retry_notification_job",
+            p_job_id=job.job_id,
+            p_lease_token=job.lease_token,
+            p_provider=provider,
+            p_error_code=error_code,
+            p_error_message=error_message,
+            p_provider_response=provider_response,
+            p_duration_ms=duration_ms,
+            p_retry_after_seconds=retry_after_seconds,
+            p_backoff_base_seconds=backoff_base_seconds,
+            p_backoff_cap_seconds=backoff_cap_seconds,
+        )
+        return None if status is None else str(status)
+
+    def fail(
+        self,
+        job: JobContext,
+        provider: str | None,
+        error_code: str | None,
+        error_message: str,
+        duration_ms: int | None = None,
+        log_status: str = "failed",
+        provider_response: dict[str, Any] | None = None,
+    ) -> bool:
+        return bool(
+            self._scalar(
+                "fail_notification_job",
+                p_job_id=job.job_id,
+                p_lease_token=job.lease_token,
+                p_provider=provider,
+                p_error_code=error_code,
+                p_error_message=error_message,
+                p_provider_response=provider_response,
+                p_duration_ms=duration_ms,
+                p_log_status=log_status,
+            )
+        )
+
+    def skip(self, job: JobContext, reason: str) -> bool:
+        return bool(
+            self._scalar(
+                "skip_notification_job",
+                p_job_id=job.job_id,
+                p_lease_token=job.lease_token,
+                p_reason=reason,
+            )
+        )
+
+    def defer(self, job: JobContext, until: datetime, reason: str) -> bool:
+        return bool(
+            self._scalar(
+                "defer_notification_job",
+                p_job_id=job.job_id,
+                p_lease_token=job.lease_token,
+                p_until=until.isoformat(),
+                p_reason=reason,
+            )
+        )
+
+    def release_expired(self, unknown_outcome: str, limit: int = 1000) -> dict[str, int]:
+        rows = self._caller.call(
+            "release_expired_notification_leases",
+            {"p_unknown_outcome": unknown_outcome, "p_limit": limit},
+        )
+        return {str(row["outcome"]): int(row["job_count"]) for row in rows}
+
+    def cancel(self, job_id: str) -> bool:
+        return bool(self._scalar("cancel_notification_job", p_job_id=job_id))
+
+    def cleanup(self, days_to_keep: int) -> int:
+        return int(self._scalar("cleanup_notification_data", p_days_to_keep=days_to_keep))
+
+
+def _job_context(row: dict[str, Any]) -> JobContext:
+    group_id = row.get("group_id")
+    return JobContext(
+        job_id=str(row["id"]),
+        lease_token=str(row["lease_token"]),
+        recipient_id=str(row["recipient_id"]),
+        group_id=None if group_id is None else str(group_id),
+        notification_type=str(row["notification_type"]),
+        urgency_level=str(row["urgency_level"]),
+        delivery_method=str(row["delivery_method"]),
+        content=dict(row.get("content") or {}),
+        metadata=dict(row.get("metadata") or {}),
+        retry_count=int(row.get("retry_count") or 0),
+        max_retries=int(row.get("max_retries") or 0),
+        scheduled_for=row.get("scheduled_for"),
+        recipient=dict(row.get("recipient") or {}),
+        group_name=row.get("group_name"),
+        preferences=row.get("preferences"),
+    )

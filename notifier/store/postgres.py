@@ -1,0 +1,42 @@
+"""`FunctionCaller` over a direct PostgreSQL connection (psycopg 3, pooled)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+
+class PostgresCaller:
+    """Calls notifier's SQL functions with named arguments over a small connection pool."""
+
+    def __init__(self, database_url: str, *, max_size: int = 10) -> None:
+        self._pool = ConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            open=True,
+            name="notifier",
+        )
+
+    def call(self, function: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        arguments = sql.SQL(", ").join(
+            sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name))
+            for name in params
+        )
+        query = sql.SQL("select * from {}({})").format(sql.Identifier(function), arguments)
+        values = {name: _adapt(value) for name, value in params.items()}
+        with self._pool.connection() as conn:
+            return conn.execute(query, values).fetchall()  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _adapt(value: Any) -> Any:
+    return Jsonb(value) if isinstance(value, dict | list) else value
