@@ -44,3 +44,6 @@ class PermanentDeliveryError(DeliveryError):
 
 class TemplateRenderError(PermanentDeliveryError):
     """A template failed to render (unknown template, missing variable)."""
+
+    def __init__(self, message: str, *, code: str | None = "TEMPLATE_ERROR") -> None:
+        super().__init__(message, code=code)

@@ -102,6 +102,11 @@ class JobStore:
             for row in rows
         ]
 
+    def release_claims(self, claims: list[Claim]) -> int:
+        """Return claims that never reached Redis to `pending` without waiting for the lease."""
+        payload = [{"job_id": c.job_id, "lease_token": c.lease_token} for c in claims]
+        return int(self._scalar("release_notification_claims", p_claims=payload) or 0)
+
     def start_attempts(self, claims: list[Claim], lease_seconds: int) -> list[JobContext]:
         """Start every claim whose token is still current; stale ones are simply absent."""
         payload = [{"job_id": c.job_id, "lease_token": c.lease_token} for c in claims]
@@ -214,7 +219,7 @@ class JobStore:
         return bool(self._scalar("cancel_notification_job", p_job_id=job_id))
 
     def cleanup(self, days_to_keep: int) -> int:
-        return int(self._scalar("cleanup_notification_data", p_days_to_keep=days_to_keep))
+        return int(self._scalar("cleanup_notification_data", p_days_to_keep=days_to_keep) or 0)
 
 
 def _job_context(row: dict[str, Any]) -> JobContext:

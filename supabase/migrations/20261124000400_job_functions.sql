@@ -148,6 +148,24 @@ begin
 end
 $$;
 
+-- queued → pending for claims the poller could not hand to Redis (Redis down mid-enqueue),
+-- so they do not wait for their lease to expire. Only while the token is still current.
+create or replace function release_notification_claims(p_claims jsonb) returns integer
+language plpgsql security definer set search_path = public, pg_temp as $$
+declare
+  v_released integer;
+begin
+  update notification_jobs j
+     set status = 'pending', lease_token = null, locked_until = null, locked_by = null,
+         updated_at = now()
+    from (select (c ->> 'job_id')::uuid as job_id, (c ->> 'lease_token')::uuid as token
+            from jsonb_array_elements(p_claims) c) claims
+   where j.id = claims.job_id and j.lease_token = claims.token and j.status = 'queued';
+  get diagnostics v_released = row_count;
+  return v_released;
+end
+$$;
+
 -- queued → processing, for each (job id, lease token) whose token is still current; returns
 -- what a worker needs to deliver (job, recipient, group, preferences) in one round trip.
 -- A stale or duplicate copy of a job gets no row and is therefore never sent.

@@ -73,7 +73,7 @@ begin
     select p.oid::regprocedure as sig from pg_proc p
      where p.pronamespace = 'public'::regnamespace
        and p.proname in ('enqueue_notification_job', 'claim_notification_jobs',
-         'start_notification_attempts', 'notifier_log_attempt', 'complete_notification_job',
+         'start_notification_attempts', 'release_notification_claims', 'notifier_log_attempt', 'complete_notification_job',
          'retry_notification_job', 'fail_notification_job', 'skip_notification_job',
          'defer_notification_job', 'release_expired_notification_leases',
          'cancel_notification_job', 'cleanup_notification_data', 'create_digest_jobs',

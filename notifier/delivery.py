@@ -1,0 +1,221 @@
+"""Deliver one batch of claimed jobs: start (fenced) → skip? → render → breaker → send → record.
+
+Every outcome is recorded through one SQL function (complete, retry, fail, skip, defer), right
+after its provider call, so a lost worker leaves at most the jobs in hand with an unknown
+outcome. Nothing here raises for a bad job: a malformed job fails with a readable reason and
+the worker goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from notifier.breaker import CircuitOpenError, ProviderBreaker
+from notifier.errors import PermanentDeliveryError, TransientDeliveryError
+from notifier.log import event
+from notifier.providers.base import EmailMessage, Message, Provider, TextMessage
+from notifier.render import Renderer, list_unsubscribe_headers
+from notifier.store import Claim, JobContext, JobStore
+
+logger = logging.getLogger("notifier.delivery")
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# Provider codes that mean the address is bad (bounced) or the recipient opted out (blocked).
+BOUNCED_CODES = frozenset({"21211", "21614", "21635", "30005", "30006", "NO_CONTACT"})
+BLOCKED_CODES = frozenset({"21610"})
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """The knobs delivery needs from the settings, and nothing else."""
+
+    lease_seconds: int
+    backoff_base_seconds: float
+    backoff_cap_seconds: float
+    send_concurrency: int
+    unsubscribe_url_base: str | None = None
+
+
+def skip_reason(job: JobContext, now: datetime) -> str | None:
+    """Why this job must not be sent to its recipient now, or None to send it."""
+    if not job.recipient.get("is_active", True):
+        return "recipient is inactive"
+    preferences = job.preferences or {}
+    if preferences.get("is_muted"):
+        until = _as_datetime(preferences.get("muted_until"))
+        if until is None or until > now:
+            return "recipient is muted" + (f" until {until.isoformat()}" if until else "")
+    channels = preferences.get("effective_channels")
+    if isinstance(channels, list) and job.delivery_method not in channels:
+        return f"recipient does not accept {job.delivery_method} notifications"
+    return None
+
+
+def preferences_url(base: str | None, token: str | None) -> str | None:
+    """The recipient's preference page: `{token}` in the base is replaced, else appended."""
+    if not base or not token:
+        return None
+    if "{token}" in base:
+        return base.replace("{token}", token)
+    return f"{base.rstrip('/')}/{token}"
+
+
+def log_status_for(error: PermanentDeliveryError) -> str:
+    if error.code in BLOCKED_CODES:
+        return "blocked"
+    if error.code in BOUNCED_CODES:
+        return "bounced"
+    return "failed"
+
+
+class Deliverer:
+    """Delivers batches of claims with the injected store, providers, breakers and renderer."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        providers: Mapping[str, Provider],
+        breakers: Mapping[str, ProviderBreaker],
+        renderer: Renderer,
+        policy: DeliveryPolicy,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._breakers = breakers
+        self._renderer = renderer
+        self._policy = policy
+
+    def deliver_batch(self, claims: list[Claim]) -> dict[str, int]:
+        """Deliver every claim whose lease is still current; returns counts by outcome."""
+        jobs = self._store.start_attempts(claims, self._policy.lease_seconds)
+        outcomes: Counter[str] = Counter()
+        stale = len(claims) - len(jobs)
+        if stale:
+            outcomes["stale"] = stale
+            event(logger, "stale_claims_dropped", logging.WARNING, count=stale)
+        workers = min(self._policy.send_concurrency, len(jobs))
+        if workers <= 1:
+            outcomes.update(self.deliver_one(job) for job in jobs)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="send") as pool:
+                outcomes.update(pool.map(self.deliver_one, jobs))
+        return dict(outcomes)
+
+    def deliver_one(self, job: JobContext) -> str:
+        """Deliver one started job and record its outcome; returns the outcome's name."""
+        try:
+            return self._deliver(job)
+        except Exception as error:  # a bug must not lose the job or stop the batch
+            logger.exception("delivery_crashed", extra={"notifier_fields": {"job_id": job.job_id}})
+            self._store.retry(
+                job, "notifier", "INTERNAL", f"internal error: {type(error).__name__}: {error}",
+                0, None, self._policy.backoff_base_seconds, self._policy.backoff_cap_seconds,
+            )
+            return "error"
+
+    def _deliver(self, job: JobContext) -> str:
+        reason = skip_reason(job, datetime.now(UTC))
+        if reason:
+            self._store.skip(job, reason)
+            event(logger, "job_skipped", job_id=job.job_id, reason=reason)
+            return "skipped"
+        provider = self._providers.get(job.delivery_method)
+        try:
+            if provider is None:
+                raise PermanentDeliveryError(
+                    f"delivery method {job.delivery_method} is not supported", code="UNSUPPORTED"
+                )
+            message = self.compose(job)
+        except PermanentDeliveryError as error:
+            self._store.fail(job, None, error.code, error.message, log_status=log_status_for(error))
+            event(logger, "job_failed", logging.WARNING, job_id=job.job_id, error=error.message)
+            return "failed"
+        return self._send(job, provider, message)
+
+    def compose(self, job: JobContext) -> Message:
+        """Render the job into the message its provider sends (pure apart from templates)."""
+        recipient = job.recipient
+        pref_url = preferences_url(self._policy.unsubscribe_url_base, recipient.get("preference_token"))
+        context: dict[str, Any] = {
+            "recipient": recipient,
+            "group": {"name": job.group_name} if job.group_name else None,
+            "content": job.content,
+            "preferences_url": pref_url,
+            "unsubscribe_url": pref_url,
+            "job_id": job.job_id,
+        }
+        if job.delivery_method == "email":
+            address = recipient.get("email")
+            if not address or "@" not in address:
+                raise PermanentDeliveryError("recipient has no email address", code="NO_CONTACT")
+            rendered = self._renderer.email(job.notification_type, context)
+            return EmailMessage(
+                job_id=job.job_id, to=address, to_name=recipient.get("name"),
+                subject=rendered.subject, html=rendered.html, text=rendered.text,
+                headers=list_unsubscribe_headers(pref_url),
+            )
+        phone = (recipient.get("phone") or "").replace(" ", "")
+        if not E164.match(phone):
+            raise PermanentDeliveryError(
+                "recipient has no phone number in E.164 form (+15551234567)", code="NO_CONTACT"
+            )
+        body = self._renderer.text(job.notification_type, context)
+        channel = "whatsapp" if job.delivery_method == "whatsapp" else "sms"
+        return TextMessage(job_id=job.job_id, to=phone, body=body, channel=channel)
+
+    def _send(self, job: JobContext, provider: Provider, message: Message) -> str:
+        breaker = self._breakers.get(provider.name)
+        started = time.monotonic()
+        fields: dict[str, Any] = {"job_id": job.job_id, "attempt": job.attempt, "provider": provider.name}
+        try:
+            if breaker is None:
+                receipt = provider.send(message)
+            else:
+                receipt = breaker.guard(lambda: provider.send(message))
+        except CircuitOpenError as error:
+            self._store.defer(job, error.retry_at, str(error))
+            event(logger, "job_deferred", **fields, until=error.retry_at.isoformat())
+            return "deferred"
+        except TransientDeliveryError as error:
+            duration = _ms_since(started)
+            status = self._store.retry(
+                job, provider.name, error.code, error.message, duration, error.retry_after,
+                self._policy.backoff_base_seconds, self._policy.backoff_cap_seconds,
+            )
+            event(logger, "job_retry" if status == "pending" else "job_failed", logging.WARNING,
+                  **fields, duration_ms=duration, error=error.message)
+            return "retried" if status == "pending" else "failed"
+        except PermanentDeliveryError as error:
+            duration = _ms_since(started)
+            self._store.fail(job, provider.name, error.code, error.message, duration,
+                             log_status_for(error))
+            event(logger, "job_failed", logging.WARNING, **fields, duration_ms=duration,
+                  error=error.message)
+            return "failed"
+        duration = _ms_since(started)
+        current = self._store.complete(job, provider.name, receipt.message_id, receipt.response,
+                                       duration)
+        if not current:
+            event(logger, "sent_after_lease_lost", logging.WARNING, **fields)
+        event(logger, "job_sent", **fields, duration_ms=duration, message_id=receipt.message_id)
+        return "sent"
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _as_datetime(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value)
+    return None

@@ -1,0 +1,63 @@
+"""Structured logging: one event per line with fields; JSON when LOG_FORMAT=json.
+
+Call `event(logger, "job_sent", job_id=..., provider=...)`. Fields never carry secrets: callers
+pass ids, counts and masked URLs only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+_FIELDS = "notifier_fields"
+
+
+def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one named event with its fields."""
+    if logger.isEnabledFor(level):
+        logger.log(level, name, extra={_FIELDS: fields})
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"timestamp", "level", "logger", "event", ...fields}` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        payload.update(getattr(record, _FIELDS, {}))
+        if record.exc_info:
+            payload["error"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`12:00:01 INFO  job_sent job_id=... provider=sendgrid` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, _FIELDS, {})
+        parts = [f"{key}={value}" for key, value in fields.items() if value is not None]
+        time = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        line = f"{time} {record.levelname:<7} {record.getMessage()} {' '.join(parts)}".rstrip()
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def formatter_for(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+def configure(log_format: str = "text", level: str = "INFO") -> None:
+    """Send every logger's records to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter_for(log_format))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

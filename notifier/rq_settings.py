@@ -1,0 +1,34 @@
+"""Settings module for the stock RQ worker: `rq worker -c notifier.rq_settings`.
+
+RQ reads REDIS_URL, QUEUES (drained in this order: urgent first) and DICT_CONFIG from here.
+A missing or malformed setting stops the worker at start-up with one line naming it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from notifier.config import load_settings
+from notifier.errors import ConfigError
+from notifier.queues import QUEUE_NAMES
+
+try:
+    _settings = load_settings()
+    _settings.require_database_url()
+    REDIS_URL = _settings.require_redis_url()
+except ConfigError as _error:
+    sys.exit(f"notifier: {_error}")
+
+QUEUES = list(QUEUE_NAMES)
+
+DICT_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,  # without it rq's own log lines vanish
+    "formatters": {
+        "notifier": {"()": f"notifier.log.{'JsonFormatter' if _settings.log_format == 'json' else 'TextFormatter'}"}
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "notifier", "stream": "ext://sys.stderr"}
+    },
+    "root": {"handlers": ["stderr"], "level": _settings.log_level},
+}

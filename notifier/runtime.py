@@ -1,0 +1,44 @@
+"""Builds the long-lived parts of a process (store, Redis, breakers, providers) from settings."""
+
+from __future__ import annotations
+
+from notifier.breaker import ProviderBreaker
+from notifier.config import Settings
+from notifier.delivery import Deliverer, DeliveryPolicy
+from notifier.providers.registry import build_providers
+from notifier.queues import redis_connection
+from notifier.render import Renderer, default_template_dir
+from notifier.store import JobStore
+from notifier.store.postgres import PostgresCaller
+
+
+def build_store(settings: Settings, *, pool_size: int | None = None) -> JobStore:
+    """The job store over DATABASE_URL."""
+    caller = PostgresCaller(settings.require_database_url(), max_size=pool_size or settings.db_pool_size)
+    return JobStore(caller)
+
+
+def build_deliverer(settings: Settings) -> Deliverer:
+    """Everything a worker needs; one per worker process."""
+    redis = redis_connection(settings.require_redis_url())
+    providers = build_providers(settings)
+    breakers = {
+        provider.name: ProviderBreaker(
+            provider.name,
+            redis,
+            fail_max=settings.breaker_fail_max,
+            reset_timeout=settings.breaker_reset_timeout,
+        )
+        for provider in providers.values()
+        if provider.name != "console"
+    }
+    renderer = Renderer(settings.template_dir or default_template_dir())
+    policy = DeliveryPolicy(
+        lease_seconds=settings.lease_seconds,
+        backoff_base_seconds=settings.backoff_base_seconds,
+        backoff_cap_seconds=settings.backoff_cap_seconds,
+        send_concurrency=settings.send_concurrency,
+        unsubscribe_url_base=settings.unsubscribe_url_base,
+    )
+    store = build_store(settings, pool_size=max(2, min(settings.send_concurrency + 1, 50)))
+    return Deliverer(store, providers, breakers, renderer, policy)
