@@ -148,8 +148,8 @@ class Deliverer:
             "recipient": recipient,
             "group": {"name": job.group_name} if job.group_name else None,
             "content": job.content,
-            "preferences_url": pref_url,
-            "unsubscribe_url": pref_url,
+            "preferences_url": pref_url,  # one page serves preferences and unsubscribing
+            "unsubscribe_url": None,
             "job_id": job.job_id,
         }
         if job.delivery_method == "email":

@@ -15,7 +15,7 @@ from typing import Any
 _FIELDS = "notifier_fields"
 
 
-def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(logger: logging.Logger, name: str, level: int = logging.INFO, /, **fields: Any) -> None:
     """Log one named event with its fields."""
     if logger.isEnabledFor(level):
         logger.log(level, name, extra={_FIELDS: fields})

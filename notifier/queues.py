@@ -13,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 
 from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from rq import Queue
 
 from notifier.store import Claim
@@ -27,10 +29,18 @@ QUEUE_NAMES: tuple[str, ...] = tuple(QUEUE_BY_URGENCY.values())
 TASK = "notifier.tasks.deliver_batch"
 
 
-def redis_connection(url: str, *, timeout: float = 5.0) -> Redis:
-    """A client for RQ and the breakers: bytes responses (no decode_responses), bounded waits."""
+def redis_connection(url: str, *, timeout: float = 5.0, retries: int = 3) -> Redis:
+    """A client for RQ and the breakers: bytes responses (no decode_responses), bounded waits.
+
+    redis-py 8 retries a failed command 10 times by default with growing waits; we bound it so
+    a Redis outage is noticed (and reported) in seconds, not minutes.
+    """
     return Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
     )
 
 
