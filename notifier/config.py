@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     claim_batch_size: int = Field(500, ge=1, le=10000, validation_alias=_env("NOTIFIER_CLAIM_BATCH"))
     rq_job_size: int = Field(25, ge=1, le=1000, validation_alias=_env("NOTIFIER_RQ_JOB_SIZE"))
     max_in_flight: int = Field(5000, ge=1, validation_alias=_env("NOTIFIER_MAX_IN_FLIGHT"))
-    lease_seconds: int = Field(300, ge=10, validation_alias=_env("NOTIFIER_LEASE_SECONDS"))
+    lease_seconds: int = Field(300, ge=2, validation_alias=_env("NOTIFIER_LEASE_SECONDS"))
     reaper_interval: float = Field(30.0, gt=0, validation_alias=_env("NOTIFIER_REAPER_INTERVAL"))
     unknown_outcome: Literal["retry", "fail"] = Field(
         "retry", validation_alias=_env("NOTIFIER_UNKNOWN_OUTCOME")

@@ -94,20 +94,25 @@ class Deliverer:
         self._policy = policy
 
     def deliver_batch(self, claims: list[Claim]) -> dict[str, int]:
-        """Deliver every claim whose lease is still current; returns counts by outcome."""
-        jobs = self._store.start_attempts(claims, self._policy.lease_seconds)
-        outcomes: Counter[str] = Counter()
-        stale = len(claims) - len(jobs)
-        if stale:
-            outcomes["stale"] = stale
-            event(logger, "stale_claims_dropped", logging.WARNING, count=stale)
-        workers = min(self._policy.send_concurrency, len(jobs))
+        """Deliver every claim whose lease is still current; returns counts by outcome.
+
+        Each claim starts its attempt just before its own send (not all at once), so a worker
+        lost mid-batch leaves only the jobs actually in hand with an unknown outcome; the rest
+        are still `queued` and come back without using an attempt.
+        """
+        workers = min(self._policy.send_concurrency, len(claims))
         if workers <= 1:
-            outcomes.update(self.deliver_one(job) for job in jobs)
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="send") as pool:
-                outcomes.update(pool.map(self.deliver_one, jobs))
-        return dict(outcomes)
+            return dict(Counter(self.deliver_claim(claim) for claim in claims))
+        with ThreadPoolExecutor(workers, thread_name_prefix="send") as pool:
+            return dict(Counter(pool.map(self.deliver_claim, claims)))
+
+    def deliver_claim(self, claim: Claim) -> str:
+        """Start the claim's attempt (fenced by its token) and deliver it; returns the outcome."""
+        started = self._store.start_attempts([claim], self._policy.lease_seconds)
+        if not started:
+            event(logger, "stale_claim_dropped", logging.WARNING, job_id=claim.job_id)
+            return "stale"
+        return self.deliver_one(started[0])
 
     def deliver_one(self, job: JobContext) -> str:
         """Deliver one started job and record its outcome; returns the outcome's name."""
