@@ -1,0 +1,177 @@
+"""Each delivery outcome, in-process against real Postgres, real Redis (breaker state) and the
+spec-checking loopback providers: retries, permanent failures, the breaker, fencing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from redis import Redis
+
+from notifier.breaker import ProviderBreaker
+from notifier.delivery import Deliverer, DeliveryPolicy
+from notifier.providers.sendgrid import SendGridProvider
+from notifier.render import Renderer, default_template_dir
+from notifier.store import Claim, JobStore
+from tests.integration import seed
+from tests.support.loopback import SendGridLoopback, sendgrid_error
+
+FAIL_MAX = 3
+RESET_TIMEOUT = 2
+
+
+@pytest.fixture
+def sendgrid() -> Iterator[SendGridLoopback]:
+    with SendGridLoopback() as server:
+        yield server
+
+
+@pytest.fixture
+def breaker(redis: Redis) -> ProviderBreaker:
+    return ProviderBreaker("sendgrid", redis, fail_max=FAIL_MAX, reset_timeout=RESET_TIMEOUT)
+
+
+@pytest.fixture
+def deliverer(store: JobStore, sendgrid: SendGridLoopback, breaker: ProviderBreaker) -> Deliverer:
+    provider = SendGridProvider("SG.key", "from@example.com", base_url=sendgrid.base_url, timeout=2)
+    policy = DeliveryPolicy(
+        lease_seconds=30, backoff_base_seconds=0.01, backoff_cap_seconds=0.05, send_concurrency=4
+    )
+    return Deliverer(
+        store, {"email": provider}, {"sendgrid": breaker}, Renderer(default_template_dir()), policy
+    )
+
+
+def enqueue(db: psycopg.Connection[Any], recipient: str, n: int = 1, max_retries: int = 3) -> list[str]:
+    rows = db.execute(
+        "select enqueue_notification_job(%s, null, null, 'immediate', 'normal', 'email', "
+        "jsonb_build_object('subject', 'S' || i, 'body', 'B'), 0) as id from generate_series(1, %s) i",
+        (recipient, n),
+    ).fetchall()
+    ids = [str(r["id"]) for r in rows]
+    db.execute("update notification_jobs set max_retries = %s where id = any(%s::uuid[])", (max_retries, ids))
+    return ids
+
+
+def deliver_due(store: JobStore, deliverer: Deliverer) -> dict[str, int]:
+    time.sleep(0.06)  # past the test backoff
+    return deliverer.deliver_batch(store.claim(100, 30))
+
+
+def test_transient_error_then_success(
+    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer, sendgrid: SendGridLoopback
+) -> None:
+    [job_id] = enqueue(db, seed.add_recipient(db)["recipient"])
+    sendgrid.respond_with(503, sendgrid_error("try later"), headers={"Retry-After": "0"})
+    assert deliver_due(store, deliverer) == {"retried": 1}
+    job = seed.job(db, job_id)
+    assert job["status"] == "pending" and job["retry_count"] == 1
+    assert "503" in job["failure_reason"]
+    assert deliver_due(store, deliverer) == {"sent": 1}
+    assert [(log["status"], log["attempt"]) for log in seed.logs(db, job_id)] == [
+        ("failed", 1), ("delivered", 2)
+    ]
+    assert sendgrid.spec_violations == []
+
+
+def test_transient_errors_until_max_retries_fail_the_job(
+    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer, sendgrid: SendGridLoopback,
+    breaker: ProviderBreaker,
+) -> None:
+    [job_id] = enqueue(db, seed.add_recipient(db)["recipient"], max_retries=1)
+    sendgrid.respond_with(500, sendgrid_error("boom"))
+    sendgrid.respond_with(500, sendgrid_error("boom"))
+    assert deliver_due(store, deliverer) == {"retried": 1}
+    assert deliver_due(store, deliverer) == {"failed": 1}
+    job = seed.job(db, job_id)
+    assert job["status"] == "failed" and job["failure_reason"].startswith("gave up after 2 attempts")
+    assert len(seed.logs(db, job_id)) == 2
+
+
+def test_permanent_error_fails_at_once_without_touching_the_breaker(
+    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer, sendgrid: SendGridLoopback,
+    breaker: ProviderBreaker,
+) -> None:
+    recipient = seed.add_recipient(db)["recipient"]
+    sendgrid.respond_with(503)
+    sendgrid.respond_with(503)
+    enqueue(db, recipient, n=1)
+    deliver_due(store, deliverer)
+    deliver_due(store, deliverer)
+    assert breaker.fail_counter == 2
+    [bad] = enqueue(db, recipient, n=1)
+    db.execute("select cancel_notification_job(id) from notification_jobs where id <> %s and status = 'pending'", (bad,))
+    sendgrid.respond_with(400, sendgrid_error("The to email does not contain a valid address.", "personalizations.0.to"))
+    assert deliver_due(store, deliverer) == {"failed": 1}
+    job = seed.job(db, bad)
+    assert job["status"] == "failed" and "valid address" in job["failure_reason"]
+    assert seed.logs(db, bad)[0]["error_code"] == "400"
+    assert breaker.fail_counter == 2, "a permanent error neither trips nor resets the breaker"
+
+
+def test_breaker_opens_defers_without_requests_and_closes_after_recovery(
+    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer, sendgrid: SendGridLoopback,
+    breaker: ProviderBreaker,
+) -> None:
+    recipient = seed.add_recipient(db)["recipient"]
+    for _ in range(FAIL_MAX):
+        sendgrid.respond_with(503)
+    enqueue(db, recipient, n=FAIL_MAX)
+    assert deliver_due(store, deliverer) == {"retried": FAIL_MAX}
+    assert breaker.state == "open"
+    requests_when_opened = len(sendgrid.requests)
+
+    late = enqueue(db, recipient, n=2)
+    outcome = deliver_due(store, deliverer)
+    assert outcome == {"deferred": FAIL_MAX + 2}
+    assert len(sendgrid.requests) == requests_when_opened, "no request while open"
+    deferred = seed.job(db, late[0])
+    assert deferred["status"] == "pending" and deferred["retry_count"] == 0, "no attempt used"
+    assert deferred["scheduled_for"] > db.execute("select now() as t").fetchone()["t"]  # type: ignore[index]
+
+    time.sleep(RESET_TIMEOUT + 1.2)
+    db.execute("update notification_jobs set scheduled_for = now() where status = 'pending'")
+    outcome = deliverer.deliver_batch(store.claim(100, 30))
+    assert outcome == {"sent": FAIL_MAX + 2}
+    assert breaker.state == "closed"
+
+
+def test_stale_token_is_not_sent(
+    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer, sendgrid: SendGridLoopback
+) -> None:
+    [job_id] = enqueue(db, seed.add_recipient(db)["recipient"])
+    [claim] = store.claim(10, 30)
+    stale = Claim(job_id=claim.job_id, lease_token="00000000-0000-0000-0000-000000000000")
+    assert deliverer.deliver_batch([stale]) == {"stale": 1}
+    assert deliverer.deliver_batch([claim]) == {"sent": 1}
+    assert deliverer.deliver_batch([claim]) == {"stale": 1}, "a duplicate RQ job is dropped"
+    assert len(sendgrid.requests) == 1
+    assert seed.job(db, job_id)["status"] == "sent"
+
+
+def test_recipient_without_email_fails_with_a_readable_reason(
+    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer, sendgrid: SendGridLoopback
+) -> None:
+    [job_id] = enqueue(db, seed.add_recipient(db, email=None)["recipient"])
+    assert deliver_due(store, deliverer) == {"failed": 1}
+    job = seed.job(db, job_id)
+    assert job["failure_reason"] == "recipient has no email address"
+    assert seed.logs(db, job_id)[0]["status"] == "bounced"
+    assert sendgrid.requests == []
+
+
+def test_missing_template_variable_fails_naming_it(
+    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer
+) -> None:
+    recipient = seed.add_recipient(db)["recipient"]
+    row = db.execute(
+        "select enqueue_notification_job(%s, null, null, 'immediate', 'normal', 'email', "
+        "'{\"subject\": \"no body\"}'::jsonb, 0) as id", (recipient,)
+    ).fetchone()
+    assert row is not None
+    assert deliver_due(store, deliverer) == {"failed": 1}
+    reason = seed.job(db, str(row["id"]))["failure_reason"]
+    assert "content.body" in reason
