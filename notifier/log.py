@@ -54,6 +54,11 @@ def formatter_for(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
+# Loggers held above DEBUG whatever LOG_LEVEL says: python_http_client (SendGrid's HTTP layer)
+# logs request headers, API key included, at DEBUG; twilio logs ~10 lines per request at INFO.
+QUIET_LOGGERS = {"python_http_client": "INFO", "twilio": "WARNING"}
+
+
 def configure(log_format: str = "text", level: str = "INFO") -> None:
     """Send every logger's records to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
@@ -61,3 +66,5 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name, quiet_level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(quiet_level)

@@ -10,6 +10,7 @@ import sys
 
 from notifier.config import load_settings
 from notifier.errors import ConfigError
+from notifier.log import QUIET_LOGGERS
 from notifier.queues import QUEUE_NAMES
 
 try:
@@ -31,4 +32,5 @@ DICT_CONFIG = {
         "stderr": {"class": "logging.StreamHandler", "formatter": "notifier", "stream": "ext://sys.stderr"}
     },
     "root": {"handlers": ["stderr"], "level": _settings.log_level},
+    "loggers": {name: {"level": level} for name, level in QUIET_LOGGERS.items()},
 }
