@@ -10,6 +10,7 @@ permanent error not at all, so it neither trips nor resets the breaker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ class CircuitOpenError(NotifierError):
         self.retry_at = retry_at
 
 
-class _LogStateChanges(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+class _LogStateChanges(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
         event(
             logger,
@@ -105,7 +106,6 @@ class ProviderBreaker:
         return result
 
     def _report(self, outcome: Callable[..., Any], *args: Any) -> None:
-        try:
+        # The outcome is recorded either way; the caller handles the original error.
+        with contextlib.suppress(pybreaker.CircuitBreakerError, TransientDeliveryError):
             self._breaker.call(outcome, *args)
-        except (pybreaker.CircuitBreakerError, TransientDeliveryError):
-            pass  # the outcome is recorded; the caller handles the original error

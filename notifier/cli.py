@@ -67,9 +67,7 @@ def migrate(dry_run: bool) -> None:
                 click.echo(f"would apply {migration.path.name}")
             click.echo(f"{len(todo)} migration(s) pending on {mask_url(url)}")
             return
-        applied = migrations.apply(
-            url, on_applied=lambda m: click.echo(f"applied {m.path.name}")
-        )
+        applied = migrations.apply(url, on_applied=lambda m: click.echo(f"applied {m.path.name}"))
     except NotifierError as error:
         _fail(str(error), 1)
     click.echo(f"{len(applied)} migration(s) applied to {mask_url(url)}")
@@ -116,8 +114,13 @@ def poller(burst: bool) -> None:
 
 @main.command()
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: Ctrl-C).")
-@click.option("--outbox", type=click.Path(file_okay=False), default="outbox",
-              show_default=True, help="Where the console provider writes .eml/.txt files.")
+@click.option(
+    "--outbox",
+    type=click.Path(file_okay=False),
+    default="outbox",
+    show_default=True,
+    help="Where the console provider writes .eml/.txt files.",
+)
 def dev(seconds: float | None, outbox: str) -> None:
     """Run everything locally: throwaway Postgres and Redis, demo data, console delivery.
 

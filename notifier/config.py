@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     email_provider: EmailProviderName | None = Field(
         None, validation_alias=_env("NOTIFIER_EMAIL_PROVIDER")
     )
-    sms_provider: SmsProviderName | None = Field(None, validation_alias=_env("NOTIFIER_SMS_PROVIDER"))
+    sms_provider: SmsProviderName | None = Field(
+        None, validation_alias=_env("NOTIFIER_SMS_PROVIDER")
+    )
     sendgrid_api_key: SecretStr | None = Field(None, validation_alias=_env("SENDGRID_API_KEY"))
     sendgrid_api_base: str = Field(
         "https://api.sendgrid.com", validation_alias=_env("SENDGRID_API_BASE")
@@ -65,7 +67,9 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = Field(None, validation_alias=_env("NOTIFIER_OUTBOX_DIR"))
     template_dir: Path | None = Field(None, validation_alias=_env("NOTIFIER_TEMPLATE_DIR"))
     poll_interval: float = Field(5.0, gt=0, validation_alias=_env("NOTIFIER_POLL_INTERVAL"))
-    claim_batch_size: int = Field(500, ge=1, le=10000, validation_alias=_env("NOTIFIER_CLAIM_BATCH"))
+    claim_batch_size: int = Field(
+        500, ge=1, le=10000, validation_alias=_env("NOTIFIER_CLAIM_BATCH")
+    )
     rq_job_size: int = Field(25, ge=1, le=1000, validation_alias=_env("NOTIFIER_RQ_JOB_SIZE"))
     max_in_flight: int = Field(5000, ge=1, validation_alias=_env("NOTIFIER_MAX_IN_FLIGHT"))
     lease_seconds: int = Field(300, ge=2, validation_alias=_env("NOTIFIER_LEASE_SECONDS"))
@@ -73,7 +77,9 @@ class Settings(BaseSettings):
     unknown_outcome: Literal["retry", "fail"] = Field(
         "retry", validation_alias=_env("NOTIFIER_UNKNOWN_OUTCOME")
     )
-    send_concurrency: int = Field(8, ge=1, le=256, validation_alias=_env("NOTIFIER_SEND_CONCURRENCY"))
+    send_concurrency: int = Field(
+        8, ge=1, le=256, validation_alias=_env("NOTIFIER_SEND_CONCURRENCY")
+    )
     provider_timeout: float = Field(10.0, gt=0, validation_alias=_env("NOTIFIER_PROVIDER_TIMEOUT"))
     backoff_base_seconds: float = Field(30.0, gt=0, validation_alias=_env("NOTIFIER_BACKOFF_BASE"))
     backoff_cap_seconds: float = Field(3600.0, gt=0, validation_alias=_env("NOTIFIER_BACKOFF_CAP"))
@@ -98,7 +104,9 @@ class Settings(BaseSettings):
                 ("EMAIL_FROM", self.email_from),
             ):
                 if not value:
-                    raise ValueError(f"{name} is not set (needed by NOTIFIER_EMAIL_PROVIDER=sendgrid)")
+                    raise ValueError(
+                        f"{name} is not set (needed by NOTIFIER_EMAIL_PROVIDER=sendgrid)"
+                    )
         if self.resolved_sms_provider == "twilio":
             for name, value in (
                 ("TWILIO_ACCOUNT_SID", self.twilio_account_sid),

@@ -121,8 +121,14 @@ class Deliverer:
         except Exception as error:  # a bug must not lose the job or stop the batch
             logger.exception("delivery_crashed", extra={"notifier_fields": {"job_id": job.job_id}})
             self._store.retry(
-                job, "notifier", "INTERNAL", f"internal error: {type(error).__name__}: {error}",
-                0, None, self._policy.backoff_base_seconds, self._policy.backoff_cap_seconds,
+                job,
+                "notifier",
+                "INTERNAL",
+                f"internal error: {type(error).__name__}: {error}",
+                0,
+                None,
+                self._policy.backoff_base_seconds,
+                self._policy.backoff_cap_seconds,
             )
             return "error"
 
@@ -148,7 +154,9 @@ class Deliverer:
     def compose(self, job: JobContext) -> Message:
         """Render the job into the message its provider sends (pure apart from templates)."""
         recipient = job.recipient
-        pref_url = preferences_url(self._policy.unsubscribe_url_base, recipient.get("preference_token"))
+        pref_url = preferences_url(
+            self._policy.unsubscribe_url_base, recipient.get("preference_token")
+        )
         context: dict[str, Any] = {
             "recipient": recipient,
             "group": {"name": job.group_name} if job.group_name else None,
@@ -163,8 +171,12 @@ class Deliverer:
                 raise PermanentDeliveryError("recipient has no email address", code="NO_CONTACT")
             rendered = self._renderer.email(job.notification_type, context)
             return EmailMessage(
-                job_id=job.job_id, to=address, to_name=recipient.get("name"),
-                subject=rendered.subject, html=rendered.html, text=rendered.text,
+                job_id=job.job_id,
+                to=address,
+                to_name=recipient.get("name"),
+                subject=rendered.subject,
+                html=rendered.html,
+                text=rendered.text,
                 headers=list_unsubscribe_headers(pref_url),
             )
         phone = (recipient.get("phone") or "").replace(" ", "")
@@ -173,13 +185,18 @@ class Deliverer:
                 "recipient has no phone number in E.164 form (+15551234567)", code="NO_CONTACT"
             )
         body = self._renderer.text(job.notification_type, context)
-        channel = "whatsapp" if job.delivery_method == "whatsapp" else "sms"
-        return TextMessage(job_id=job.job_id, to=phone, body=body, channel=channel)
+        if job.delivery_method == "whatsapp":
+            return TextMessage(job_id=job.job_id, to=phone, body=body, channel="whatsapp")
+        return TextMessage(job_id=job.job_id, to=phone, body=body, channel="sms")
 
     def _send(self, job: JobContext, provider: Provider, message: Message) -> str:
         breaker = self._breakers.get(provider.name)
         started = time.monotonic()
-        fields: dict[str, Any] = {"job_id": job.job_id, "attempt": job.attempt, "provider": provider.name}
+        fields: dict[str, Any] = {
+            "job_id": job.job_id,
+            "attempt": job.attempt,
+            "provider": provider.name,
+        }
         try:
             if breaker is None:
                 receipt = provider.send(message)
@@ -192,22 +209,42 @@ class Deliverer:
         except TransientDeliveryError as error:
             duration = _ms_since(started)
             status = self._store.retry(
-                job, provider.name, error.code, error.message, duration, error.retry_after,
-                self._policy.backoff_base_seconds, self._policy.backoff_cap_seconds,
+                job,
+                provider.name,
+                error.code,
+                error.message,
+                duration,
+                error.retry_after,
+                self._policy.backoff_base_seconds,
+                self._policy.backoff_cap_seconds,
             )
-            event(logger, "job_retry" if status == "pending" else "job_failed", logging.WARNING,
-                  **fields, duration_ms=duration, error=error.message)
+            event(
+                logger,
+                "job_retry" if status == "pending" else "job_failed",
+                logging.WARNING,
+                **fields,
+                duration_ms=duration,
+                error=error.message,
+            )
             return "retried" if status == "pending" else "failed"
         except PermanentDeliveryError as error:
             duration = _ms_since(started)
-            self._store.fail(job, provider.name, error.code, error.message, duration,
-                             log_status_for(error))
-            event(logger, "job_failed", logging.WARNING, **fields, duration_ms=duration,
-                  error=error.message)
+            self._store.fail(
+                job, provider.name, error.code, error.message, duration, log_status_for(error)
+            )
+            event(
+                logger,
+                "job_failed",
+                logging.WARNING,
+                **fields,
+                duration_ms=duration,
+                error=error.message,
+            )
             return "failed"
         duration = _ms_since(started)
-        current = self._store.complete(job, provider.name, receipt.message_id, receipt.response,
-                                       duration)
+        current = self._store.complete(
+            job, provider.name, receipt.message_id, receipt.response, duration
+        )
         if not current:
             event(logger, "sent_after_lease_lost", logging.WARNING, **fields)
         event(logger, "job_sent", **fields, duration_ms=duration, message_id=receipt.message_id)

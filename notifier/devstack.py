@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from notifier import migrations
 from notifier.localstack import LocalPostgres, LocalRedis
@@ -42,16 +43,35 @@ def poller_command(*args: str) -> list[str]:
 
 def worker_command(*args: str) -> list[str]:
     """The documented worker line; SimpleWorker runs jobs in-process (see docs/operations)."""
-    return command("rq", "worker", "-c", "notifier.rq_settings", "-w", "rq.worker.SimpleWorker", *args)
+    return command(
+        "rq", "worker", "-c", "notifier.rq_settings", "-w", "rq.worker.SimpleWorker", *args
+    )
 
 
 DEMO = [
     # (recipient key, method, type, content, delay seconds)
-    ("ada", "email", "immediate", {"subject": "Lily's first steps", "body": "She walked today!\nThree whole steps."}, 0),
+    (
+        "ada",
+        "email",
+        "immediate",
+        {"subject": "Lily's first steps", "body": "She walked today!\nThree whole steps."},
+        0,
+    ),
     ("ada", "sms", "immediate", {"body": "New photo in the family album."}, 0),
-    ("ada", "email", "milestone", {"subject": "Happy birthday <Lily>", "body": "One year old. <b>not bold</b>"}, 0),
-    ("ada", "email", "immediate", {"subject": "A little later", "body": "This one was scheduled."},
-     SCHEDULED_AHEAD_SECONDS),
+    (
+        "ada",
+        "email",
+        "milestone",
+        {"subject": "Happy birthday <Lily>", "body": "One year old. <b>not bold</b>"},
+        0,
+    ),
+    (
+        "ada",
+        "email",
+        "immediate",
+        {"subject": "A little later", "body": "This one was scheduled."},
+        SCHEDULED_AHEAD_SECONDS,
+    ),
     ("bo", "email", "immediate", {"subject": "Muted", "body": "Bo muted notifications."}, 0),
     ("cy", "email", "immediate", {"subject": "Bounces", "body": "This address is rejected."}, 0),
 ]
@@ -62,7 +82,8 @@ def seed(database_url: str) -> list[str]:
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         owner = conn.execute("select gen_random_uuid() as id").fetchone()["id"]  # type: ignore[index]
         group = conn.execute(
-            "insert into recipient_groups (parent_id, name) values (%s, 'The Garcia family') returning id",
+            "insert into recipient_groups (parent_id, name) "
+            "values (%s, 'The Garcia family') returning id",
             (owner,),
         ).fetchone()["id"]  # type: ignore[index]
         people = {
@@ -85,14 +106,14 @@ def seed(database_url: str) -> list[str]:
         for key, method, kind, content, delay in DEMO:
             row = conn.execute(
                 "select enqueue_notification_job(%s, %s, null, %s, 'normal', %s, %s, 0) as id",
-                (ids[key], group, kind, method, psycopg.types.json.Jsonb(content)),
+                (ids[key], group, kind, method, Jsonb(content)),
             ).fetchone()
             job_ids.append(str(row["id"]))  # type: ignore[index]
             if delay:
                 # Demo only: the SQL API schedules in whole minutes; a demo cannot wait that long.
                 conn.execute(
-                    "update notification_jobs set scheduled_for = now() + make_interval(secs => %s) "
-                    "where id = %s",
+                    "update notification_jobs "
+                    "set scheduled_for = now() + make_interval(secs => %s) where id = %s",
                     (delay, row["id"]),  # type: ignore[index]
                 )
     return job_ids
@@ -103,8 +124,8 @@ def summary(database_url: str, job_ids: list[str]) -> list[dict[str, Any]]:
         return conn.execute(
             "select j.id, j.delivery_method as method, j.notification_type as type, j.status, "
             "coalesce(j.failure_reason, '') as reason, "
-            "(select string_agg(l.status, ',' order by l.created_at) from notification_delivery_logs l "
-            " where l.job_id = j.id) as log "
+            "(select string_agg(l.status, ',' order by l.created_at) "
+            " from notification_delivery_logs l where l.job_id = j.id) as log "
             "from notification_jobs j where j.id = any(%s::uuid[]) order by j.created_at",
             (job_ids,),
         ).fetchall()

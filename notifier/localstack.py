@@ -58,8 +58,9 @@ def find_postgres_bindir() -> Path | None:
     candidates += reversed(newest_first)
     if initdb := shutil.which("initdb"):
         candidates.append(Path(initdb).resolve().parent)
-    return next((d for d in candidates if (d / "initdb").is_file() and (d / "postgres").is_file()),
-                None)
+    return next(
+        (d for d in candidates if (d / "initdb").is_file() and (d / "postgres").is_file()), None
+    )
 
 
 def find_redis_server() -> Path | None:
@@ -196,8 +197,12 @@ class _LocalServer:
         """Run a server binary, as the unprivileged user when we are root, logging to our log."""
         user = self._user
         process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=self.dir, preexec_fn=_die_with_parent(self.death_signal) if background else None,
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+            preexec_fn=_die_with_parent(self.death_signal) if background else None,
             user=None if user is None else user.pw_uid,
             group=None if user is None else user.pw_gid,
             extra_groups=None if user is None else (),  # drop root's supplementary groups too
@@ -221,11 +226,15 @@ class _LocalServer:
         assert self.dir is not None
         log = (self.dir / "server.log").read_text(errors="replace").splitlines()
         tail = "\n".join(log[-LOG_TAIL_LINES:]) or "(the log is empty)"
-        runs_as = "" if self._user is None or "Permission denied" not in tail else (
-            f" It runs as user {self._user.pw_name!r}, who must be able to reach {self.dir}.")
+        runs_as = (
+            ""
+            if self._user is None or "Permission denied" not in tail
+            else (f" It runs as user {self._user.pw_name!r}, who must be able to reach {self.dir}.")
+        )
         raise LocalServerError(
             f"Could not start a local {self.name} on 127.0.0.1:{self.port}: {what}.{runs_as} "
-            f"Last lines of its log:\n{tail}")
+            f"Last lines of its log:\n{tail}"
+        )
 
 
 class LocalPostgres(_LocalServer):
@@ -242,18 +251,37 @@ class LocalPostgres(_LocalServer):
         if bindir is None:
             raise LocalServerError(
                 "PostgreSQL server binaries (initdb, postgres) were not found via pg_config, "
-                "/usr/lib/postgresql/*/bin or PATH; install PostgreSQL (apt install postgresql).")
+                "/usr/lib/postgresql/*/bin or PATH; install PostgreSQL (apt install postgresql)."
+            )
         self._postgres = bindir / "postgres"
         self._user = _unprivileged_user()
         if self._user is not None:
             os.chown(self.dir, self._user.pw_uid, self._user.pw_gid)
         data = self.dir / "data"
-        self._run([bindir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                   "--locale=C", "--no-sync"], background=False)
+        self._run(
+            [
+                bindir / "initdb",
+                "-D",
+                data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            background=False,
+        )
         settings = {
-            "listen_addresses": "'127.0.0.1'", "unix_socket_directories": f"'{self.dir}'",
-            "max_connections": "200", "fsync": "off", "synchronous_commit": "off",
-            "full_page_writes": "off"}
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{self.dir}'",
+            "max_connections": "200",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
         with (data / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
 
@@ -300,19 +328,22 @@ class LocalRedis(_LocalServer):
         server = find_redis_server()
         if server is None:
             raise LocalServerError(
-                "redis-server was not found on PATH; install Redis (apt install redis-server).")
+                "redis-server was not found on PATH; install Redis (apt install redis-server)."
+            )
         conf = self.dir / "redis.conf"
         conf.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir \"{self.dir}\"\nsave \"\"\nappendonly no\n"
-            "daemonize no\nlogfile \"\"\n")
+            f'port {self.port}\nbind 127.0.0.1\ndir "{self.dir}"\nsave ""\nappendonly no\n'
+            'daemonize no\nlogfile ""\n'
+        )
         self._run([server, conf], background=True)
 
     def _is_ready(self) -> bool:
         # INFO rather than PING: it also tells us the server on this port is ours. No retries:
         # redis-py 8 retries a failed connection 10 times by default; this loop retries already.
         assert self.process is not None
-        client = redis.Redis(host="127.0.0.1", port=self.port or 0, socket_timeout=0.5,
-                             retry=Retry(NoBackoff(), 0))
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port or 0, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
         try:
             return bool(client.info("server").get("process_id") == self.process.pid)
         except redis.RedisError:

@@ -65,7 +65,7 @@ class Poller:
         signal.signal(signal.SIGINT, handler)
 
     def run(self, *, burst: bool = False) -> int:
-        """Poll until stopped; with `burst`, until nothing is due. Returns notifications enqueued."""
+        """Poll until stopped (`burst`: until nothing is due); returns how many were enqueued."""
         total = 0
         with psycopg.connect(self._database_url, autocommit=True) as listen_conn:
             listen_conn.execute(f"listen {WAKE_CHANNEL}")
@@ -103,11 +103,19 @@ class Poller:
         if not claims:
             return 0
         try:
-            enqueue_claims(self._redis, claims, self._policy.rq_job_size, self._policy.lease_seconds)
+            enqueue_claims(
+                self._redis, claims, self._policy.rq_job_size, self._policy.lease_seconds
+            )
         except RedisError as error:
             released = self._store.release_claims(claims)
-            event(logger, "enqueue_failed", logging.ERROR, claimed=len(claims), released=released,
-                  error=type(error).__name__)
+            event(
+                logger,
+                "enqueue_failed",
+                logging.ERROR,
+                claimed=len(claims),
+                released=released,
+                error=type(error).__name__,
+            )
             return 0
         event(logger, "jobs_enqueued", count=len(claims))
         return len(claims)

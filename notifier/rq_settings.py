@@ -21,15 +21,18 @@ except ConfigError as _error:
     sys.exit(f"notifier: {_error}")
 
 QUEUES = list(QUEUE_NAMES)
+_FORMATTERS = {"json": "JsonFormatter", "text": "TextFormatter"}
 
 DICT_CONFIG = {
     "version": 1,
     "disable_existing_loggers": False,  # without it rq's own log lines vanish
-    "formatters": {
-        "notifier": {"()": f"notifier.log.{'JsonFormatter' if _settings.log_format == 'json' else 'TextFormatter'}"}
-    },
+    "formatters": {"notifier": {"()": f"notifier.log.{_FORMATTERS[_settings.log_format]}"}},
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "notifier", "stream": "ext://sys.stderr"}
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "notifier",
+            "stream": "ext://sys.stderr",
+        }
     },
     "root": {"handlers": ["stderr"], "level": _settings.log_level},
     "loggers": {name: {"level": level} for name, level in QUIET_LOGGERS.items()},

@@ -14,7 +14,9 @@ from notifier.store.postgres import PostgresCaller
 
 def build_store(settings: Settings, *, pool_size: int | None = None) -> JobStore:
     """The job store over DATABASE_URL."""
-    caller = PostgresCaller(settings.require_database_url(), max_size=pool_size or settings.db_pool_size)
+    caller = PostgresCaller(
+        settings.require_database_url(), max_size=pool_size or settings.db_pool_size
+    )
     return JobStore(caller)
 
 

@@ -95,7 +95,11 @@ def redis(redis_url: str) -> Iterator[Redis]:
 @pytest.fixture
 def base_env(database_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for notifier subprocesses (poller, rq worker) against this test's servers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFIER_", "SENDGRID_", "TWILIO_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NOTIFIER_", "SENDGRID_", "TWILIO_"))
+    }
     env.update(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,

@@ -14,8 +14,12 @@ from notifier.devstack import poller_command, worker_command
 WORKER_LINE = ["rq", "worker", "-c", "notifier.rq_settings"]
 
 
-def run(cmd: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+def run(
+    cmd: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert done.returncode == 0, f"{cmd} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -43,5 +47,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, interval: float 
 
 
 def statuses(db: psycopg.Connection[Any]) -> dict[str, int]:
-    rows = db.execute("select status, count(*) as n from notification_jobs group by status").fetchall()
+    rows = db.execute(
+        "select status, count(*) as n from notification_jobs group by status"
+    ).fetchall()
     return {row["status"]: row["n"] for row in rows}

@@ -45,14 +45,19 @@ def deliverer(store: JobStore, sendgrid: SendGridLoopback, breaker: ProviderBrea
     )
 
 
-def enqueue(db: psycopg.Connection[Any], recipient: str, n: int = 1, max_retries: int = 3) -> list[str]:
+def enqueue(
+    db: psycopg.Connection[Any], recipient: str, n: int = 1, max_retries: int = 3
+) -> list[str]:
     rows = db.execute(
         "select enqueue_notification_job(%s, null, null, 'immediate', 'normal', 'email', "
         "jsonb_build_object('subject', 'S' || i, 'body', 'B'), 0) as id from generate_series(1, %s) i",
         (recipient, n),
     ).fetchall()
     ids = [str(r["id"]) for r in rows]
-    db.execute("update notification_jobs set max_retries = %s where id = any(%s::uuid[])", (max_retries, ids))
+    db.execute(
+        "update notification_jobs set max_retries = %s where id = any(%s::uuid[])",
+        (max_retries, ids),
+    )
     return ids
 
 
@@ -72,13 +77,17 @@ def test_transient_error_then_success(
     assert "503" in job["failure_reason"]
     assert deliver_due(store, deliverer) == {"sent": 1}
     assert [(log["status"], log["attempt"]) for log in seed.logs(db, job_id)] == [
-        ("failed", 1), ("delivered", 2)
+        ("failed", 1),
+        ("delivered", 2),
     ]
     assert sendgrid.spec_violations == []
 
 
 def test_transient_errors_until_max_retries_fail_the_job(
-    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer, sendgrid: SendGridLoopback,
+    db: psycopg.Connection[Any],
+    store: JobStore,
+    deliverer: Deliverer,
+    sendgrid: SendGridLoopback,
     breaker: ProviderBreaker,
 ) -> None:
     [job_id] = enqueue(db, seed.add_recipient(db)["recipient"], max_retries=1)
@@ -87,12 +96,17 @@ def test_transient_errors_until_max_retries_fail_the_job(
     assert deliver_due(store, deliverer) == {"retried": 1}
     assert deliver_due(store, deliverer) == {"failed": 1}
     job = seed.job(db, job_id)
-    assert job["status"] == "failed" and job["failure_reason"].startswith("gave up after 2 attempts")
+    assert job["status"] == "failed" and job["failure_reason"].startswith(
+        "gave up after 2 attempts"
+    )
     assert len(seed.logs(db, job_id)) == 2
 
 
 def test_permanent_error_fails_at_once_without_touching_the_breaker(
-    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer, sendgrid: SendGridLoopback,
+    db: psycopg.Connection[Any],
+    store: JobStore,
+    deliverer: Deliverer,
+    sendgrid: SendGridLoopback,
     breaker: ProviderBreaker,
 ) -> None:
     recipient = seed.add_recipient(db)["recipient"]
@@ -103,8 +117,14 @@ def test_permanent_error_fails_at_once_without_touching_the_breaker(
     deliver_due(store, deliverer)
     assert breaker.fail_counter == 2
     [bad] = enqueue(db, recipient, n=1)
-    db.execute("select cancel_notification_job(id) from notification_jobs where id <> %s and status = 'pending'", (bad,))
-    sendgrid.respond_with(400, sendgrid_error("The to email does not contain a valid address.", "personalizations.0.to"))
+    db.execute(
+        "select cancel_notification_job(id) from notification_jobs where id <> %s and status = 'pending'",
+        (bad,),
+    )
+    sendgrid.respond_with(
+        400,
+        sendgrid_error("The to email does not contain a valid address.", "personalizations.0.to"),
+    )
     assert deliver_due(store, deliverer) == {"failed": 1}
     job = seed.job(db, bad)
     assert job["status"] == "failed" and "valid address" in job["failure_reason"]
@@ -113,7 +133,10 @@ def test_permanent_error_fails_at_once_without_touching_the_breaker(
 
 
 def test_breaker_opens_defers_without_requests_and_closes_after_recovery(
-    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer, sendgrid: SendGridLoopback,
+    db: psycopg.Connection[Any],
+    store: JobStore,
+    deliverer: Deliverer,
+    sendgrid: SendGridLoopback,
     breaker: ProviderBreaker,
 ) -> None:
     recipient = seed.add_recipient(db)["recipient"]
@@ -169,7 +192,8 @@ def test_missing_template_variable_fails_naming_it(
     recipient = seed.add_recipient(db)["recipient"]
     row = db.execute(
         "select enqueue_notification_job(%s, null, null, 'immediate', 'normal', 'email', "
-        "'{\"subject\": \"no body\"}'::jsonb, 0) as id", (recipient,)
+        '\'{"subject": "no body"}\'::jsonb, 0) as id',
+        (recipient,),
     ).fetchone()
     assert row is not None
     assert deliver_due(store, deliverer) == {"failed": 1}

@@ -35,7 +35,9 @@ def twilio() -> Iterator[TwilioLoopback]:
 
 
 @pytest.fixture
-def env(base_env: dict[str, str], sendgrid: SendGridLoopback, twilio: TwilioLoopback) -> dict[str, str]:
+def env(
+    base_env: dict[str, str], sendgrid: SendGridLoopback, twilio: TwilioLoopback
+) -> dict[str, str]:
     return base_env | {
         "SENDGRID_API_KEY": "SG.test-key",
         "SENDGRID_API_BASE": sendgrid.base_url,
@@ -49,8 +51,13 @@ def env(base_env: dict[str, str], sendgrid: SendGridLoopback, twilio: TwilioLoop
     }
 
 
-def enqueue(db: psycopg.Connection[Any], recipient: str, method: str = "email", **content: str) -> str:
-    body = content or {"subject": "Test Notification", "body": "Hello from the notification system!"}
+def enqueue(
+    db: psycopg.Connection[Any], recipient: str, method: str = "email", **content: str
+) -> str:
+    body = content or {
+        "subject": "Test Notification",
+        "body": "Hello from the notification system!",
+    }
     row = db.execute(
         "select enqueue_notification_job(%s::uuid, null::uuid, null::uuid, 'immediate', 'normal', %s, %s, 0) as id",
         (recipient, method, psycopg.types.json.Jsonb(body)),
@@ -121,7 +128,9 @@ def test_muted_recipient_is_skipped_without_a_request(
 
 def test_bad_config_names_the_variable_at_worker_start(env: dict[str, str]) -> None:
     broken = {k: v for k, v in env.items() if k != "REDIS_URL"}
-    done = subprocess.run(worker_command("--burst"), env=broken, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        worker_command("--burst"), env=broken, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0
     assert "REDIS_URL is not set" in done.stderr
 
@@ -136,9 +145,15 @@ def test_two_pollers_claim_each_job_once(
         (ids["recipient"],),
     )
     small_batches = env | {"NOTIFIER_CLAIM_BATCH": "50"}
-    pollers = [subprocess.Popen(
-        poller_command("--burst"),
-        env=small_batches, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    pollers = [
+        subprocess.Popen(
+            poller_command("--burst"),
+            env=small_batches,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     for poller in pollers:
         assert poller.wait(timeout=60) == 0
     from rq import Queue
@@ -156,15 +171,18 @@ def test_worker_killed_mid_batch_loses_nothing(
     db: psycopg.Connection[Any], env: dict[str, str], sendgrid: SendGridLoopback
 ) -> None:
     fast_lease = env | {
-        "NOTIFIER_LEASE_SECONDS": "3", "NOTIFIER_PROVIDER_TIMEOUT": "0.9",
-        "NOTIFIER_SEND_CONCURRENCY": "1", "NOTIFIER_REAPER_INTERVAL": "0.2",
+        "NOTIFIER_LEASE_SECONDS": "3",
+        "NOTIFIER_PROVIDER_TIMEOUT": "0.9",
+        "NOTIFIER_SEND_CONCURRENCY": "1",
+        "NOTIFIER_REAPER_INTERVAL": "0.2",
     }
     sendgrid.delay_seconds = 0.4
     ids = seed.add_recipient(db)
     job_ids = [enqueue(db, ids["recipient"], subject=f"n{i}", body="b") for i in range(4)]
     poller_burst(fast_lease)
-    worker = subprocess.Popen(worker_command(), env=fast_lease,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        worker_command(), env=fast_lease, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for(lambda: len(sendgrid.requests) >= 2, timeout=30, interval=0.02)
     finally:
@@ -176,9 +194,13 @@ def test_worker_killed_mid_batch_loses_nothing(
     worker_burst(fast_lease, simple=True)
 
     assert statuses(db) == {"sent": 4}
-    requests = collections.Counter(r.body["personalizations"][0]["custom_args"]["job_id"] for r in sendgrid.requests)
+    requests = collections.Counter(
+        r.body["personalizations"][0]["custom_args"]["job_id"] for r in sendgrid.requests
+    )
     assert set(requests) == set(job_ids)
-    unknown = {jid for jid in job_ids if any(log["status"] == "unknown" for log in seed.logs(db, jid))}
+    unknown = {
+        jid for jid in job_ids if any(log["status"] == "unknown" for log in seed.logs(db, jid))
+    }
     # Only a job in hand at the kill may be sent twice, and it is marked as such in the log.
     assert all(requests[jid] == 1 for jid in set(job_ids) - unknown)
     assert len(unknown) <= 1 and all(requests[jid] <= 2 for jid in unknown)
@@ -197,7 +219,9 @@ def test_flushed_redis_loses_nothing(
     poller_burst(fast_lease)
     worker_burst(fast_lease)
     assert statuses(db) == {"sent": 5}
-    assert sorted(r.body["personalizations"][0]["custom_args"]["job_id"] for r in sendgrid.requests) == sorted(job_ids)
+    assert sorted(
+        r.body["personalizations"][0]["custom_args"]["job_id"] for r in sendgrid.requests
+    ) == sorted(job_ids)
 
 
 def test_poller_wakes_on_notify_within_a_second(
@@ -206,8 +230,8 @@ def test_poller_wakes_on_notify_within_a_second(
     slow_poll = env | {"NOTIFIER_POLL_INTERVAL": "30"}
     ids = seed.add_recipient(db)
     poller = subprocess.Popen(
-        poller_command(), env=slow_poll,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        poller_command(), env=slow_poll, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         time.sleep(1.5)  # started, listening, idle
         started = time.monotonic()

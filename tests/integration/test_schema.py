@@ -43,11 +43,14 @@ def test_migrations_apply_on_empty_database_and_reapply_as_noop(empty_database_u
 def test_seed_call_returns_a_job_id(db: psycopg.Connection[Any]) -> None:
     ids = add_recipient(db)
     memory = db.execute(
-        "insert into memories (group_id, title) values (%s, 'first steps') returning id", (ids["group"],)
+        "insert into memories (group_id, title) values (%s, 'first steps') returning id",
+        (ids["group"],),
     ).fetchone()
     assert memory is not None
     row = db.execute(
-        SEED_CALL.format(recipient=ids["recipient"], group=ids["group"], memory=f"'{memory['id']}'::uuid")
+        SEED_CALL.format(
+            recipient=ids["recipient"], group=ids["group"], memory=f"'{memory['id']}'::uuid"
+        )
     ).fetchone()
     assert row is not None
     job = db.execute(
@@ -72,7 +75,10 @@ def test_seed_call_resolves_to_exactly_one_function(db: psycopg.Connection[Any])
         ({"urgency": "'asap'"}, "unknown urgency_level 'asap'"),
         ({"delay": "-5"}, "schedule_delay_minutes must be zero or positive, got -5"),
         ({"content": "'[1, 2]'::jsonb"}, "content must be a JSON object, got array"),
-        ({"content": "jsonb_build_object('body', repeat('x', 70000))"}, "more than the limit of 65536 bytes"),
+        (
+            {"content": "jsonb_build_object('body', repeat('x', 70000))"},
+            "more than the limit of 65536 bytes",
+        ),
         ({"recipient": "gen_random_uuid()"}, "does not exist"),
         ({"group": "gen_random_uuid()"}, "group"),
     ],
@@ -82,9 +88,13 @@ def test_enqueue_rejects_bad_input_with_a_specific_error(
 ) -> None:
     ids = add_recipient(db)
     args = {
-        "recipient": f"'{ids['recipient']}'::uuid", "group": f"'{ids['group']}'::uuid",
-        "type": "'immediate'", "urgency": "'normal'", "method": "'email'",
-        "content": """'{"body": "hi"}'::jsonb""", "delay": "0",
+        "recipient": f"'{ids['recipient']}'::uuid",
+        "group": f"'{ids['group']}'::uuid",
+        "type": "'immediate'",
+        "urgency": "'normal'",
+        "method": "'email'",
+        "content": """'{"body": "hi"}'::jsonb""",
+        "delay": "0",
     } | change
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
         db.execute(
@@ -107,7 +117,9 @@ def test_enqueue_rejects_group_of_another_owner(db: psycopg.Connection[Any]) -> 
         )
 
 
-def test_idempotency_key_returns_the_first_job(db: psycopg.Connection[Any], store: JobStore) -> None:
+def test_idempotency_key_returns_the_first_job(
+    db: psycopg.Connection[Any], store: JobStore
+) -> None:
     ids = add_recipient(db)
     first = store.enqueue(ids["recipient"], None, None, content={"body": "a"}, idempotency_key="k1")
     again = store.enqueue(ids["recipient"], None, None, content={"body": "b"}, idempotency_key="k1")
@@ -120,15 +132,16 @@ def test_idempotency_key_returns_the_first_job(db: psycopg.Connection[Any], stor
 def test_owner_reads_own_jobs_and_nobody_else_does(db: psycopg.Connection[Any]) -> None:
     mine, theirs = add_recipient(db), add_recipient(db, name="Bo")
     for ids in (mine, theirs):
-        db.execute("select enqueue_notification_job(%s, %s, null)", (ids["recipient"], ids["group"]))
+        db.execute(
+            "select enqueue_notification_job(%s, %s, null)", (ids["recipient"], ids["group"])
+        )
     db.execute(
         "insert into notification_preferences_cache (recipient_id, is_muted) values (%s, false)",
         (theirs["recipient"],),
     )
     count = "select count(*) as n from {}"
-    with as_role(db, "anon"):
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            db.execute(count.format("notification_jobs"))
+    with as_role(db, "anon"), pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute(count.format("notification_jobs"))
     with as_role(db, "authenticated", mine["owner"]):
         assert db.execute(count.format("notification_jobs")).fetchone() == {"n": 1}
         assert db.execute(count.format("notification_preferences_cache")).fetchone() == {"n": 0}
@@ -148,9 +161,14 @@ def test_owner_reads_own_jobs_and_nobody_else_does(db: psycopg.Connection[Any]) 
         "values (gen_random_uuid(), 'email', 'delivered')",
     ],
 )
-def test_owner_cannot_change_job_state_directly(db: psycopg.Connection[Any], statement: str) -> None:
+def test_owner_cannot_change_job_state_directly(
+    db: psycopg.Connection[Any], statement: str
+) -> None:
     mine = add_recipient(db)
-    with as_role(db, "authenticated", mine["owner"]), pytest.raises(psycopg.errors.InsufficientPrivilege):
+    with (
+        as_role(db, "authenticated", mine["owner"]),
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
         db.execute(statement)
 
 
@@ -168,13 +186,18 @@ def test_authenticated_user_cannot_enqueue_for_someone_elses_recipient(
 def test_owner_cancels_own_pending_job_only(db: psycopg.Connection[Any]) -> None:
     mine, theirs = add_recipient(db), add_recipient(db, name="Bo")
     jobs = {
-        name: db.execute("select enqueue_notification_job(%s, null, null) as id", (ids["recipient"],))
-        .fetchone()["id"]  # type: ignore[index]
+        name: db.execute(
+            "select enqueue_notification_job(%s, null, null) as id", (ids["recipient"],)
+        ).fetchone()["id"]  # type: ignore[index]
         for name, ids in (("mine", mine), ("theirs", theirs))
     }
     with as_role(db, "authenticated", mine["owner"]):
-        assert db.execute("select cancel_notification_job(%s) as ok", (jobs["theirs"],)).fetchone() == {"ok": False}
-        assert db.execute("select cancel_notification_job(%s) as ok", (jobs["mine"],)).fetchone() == {"ok": True}
+        assert db.execute(
+            "select cancel_notification_job(%s) as ok", (jobs["theirs"],)
+        ).fetchone() == {"ok": False}
+        assert db.execute(
+            "select cancel_notification_job(%s) as ok", (jobs["mine"],)
+        ).fetchone() == {"ok": True}
 
 
 WORKER_FUNCTIONS = [
@@ -226,7 +249,9 @@ def test_every_function_the_store_calls_exists_with_those_parameters(database_ur
 
     recorder = RecordingCaller()
     store = JobStore(recorder)
-    job = JobContext("j", "t", "r", None, "immediate", "normal", "email", {}, {}, 0, 3, None, {}, None, None)
+    job = JobContext(
+        "j", "t", "r", None, "immediate", "normal", "email", {}, {}, 0, 3, None, {}, None, None
+    )
     claim = Claim("j", "t")
     store.enqueue("r", None, None)
     store.claim(1, 60)
@@ -249,4 +274,6 @@ def test_every_function_the_store_calls_exists_with_those_parameters(database_ur
                 (function,),
             ).fetchall()
             assert len(rows) == 1, f"{function} should exist exactly once, found {len(rows)}"
-            assert params <= set(rows[0]["proargnames"]), f"{function} lacks {params - set(rows[0]['proargnames'])}"
+            assert params <= set(rows[0]["proargnames"]), (
+                f"{function} lacks {params - set(rows[0]['proargnames'])}"
+            )
