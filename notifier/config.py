@@ -148,10 +148,18 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     """Read the environment; `overrides` (field names) win, for `notifier dev` and tests."""
+    by_variable = {_variable(name): value for name, value in overrides.items()}
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**by_variable)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def _variable(field_name: str) -> str:
+    """The environment variable a settings field is read from (its only alias)."""
+    alias = Settings.model_fields[field_name].validation_alias
+    assert isinstance(alias, AliasChoices), field_name
+    return str(alias.choices[0])
 
 
 def _describe(exc: ValidationError) -> str:

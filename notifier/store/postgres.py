@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,17 +26,24 @@ class PostgresCaller:
         )
 
     def call(self, function: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        arguments = sql.SQL(", ").join(
-            sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name))
-            for name in params
-        )
-        query = sql.SQL("select * from {}({})").format(sql.Identifier(function), arguments)
+        query = _function_call(function, tuple(params))
         values = {name: _adapt(value) for name, value in params.items()}
         with self._pool.connection() as conn:
-            return conn.execute(query, values).fetchall()  # type: ignore[return-value]
+            return conn.execute(query, values, prepare=True).fetchall()  # type: ignore[return-value]
 
     def close(self) -> None:
         self._pool.close()
+
+
+@functools.cache
+def _function_call(function: str, parameter_names: tuple[str, ...]) -> bytes:
+    """`select * from fn(a => %(a)s, ...)`, composed once per function and argument set."""
+    arguments = sql.SQL(", ").join(
+        sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name))
+        for name in parameter_names
+    )
+    query = sql.SQL("select * from {}({})").format(sql.Identifier(function), arguments)
+    return query.as_bytes(None)
 
 
 def _adapt(value: Any) -> Any:
