@@ -1,0 +1,89 @@
+"""Settings: validated at start-up, one line naming the variable, secrets never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from notifier.config import load_settings, mask_url
+from notifier.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("NOTIFIER_", "SENDGRID_", "TWILIO_", "DATABASE_", "REDIS_", "EMAIL_")):
+            monkeypatch.delenv(name)
+
+
+def test_missing_redis_url_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^REDIS_URL is not set$"):
+        load_settings().require_redis_url()
+
+
+def test_malformed_number_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFIER_POLL_INTERVAL", "soon")
+    with pytest.raises(ConfigError, match=r"^NOTIFIER_POLL_INTERVAL is malformed"):
+        load_settings()
+
+
+def test_unknown_choice_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFIER_EMAIL_PROVIDER", "mailgun")
+    with pytest.raises(ConfigError, match=r"^NOTIFIER_EMAIL_PROVIDER is malformed"):
+        load_settings()
+
+
+def test_providers_default_to_console_without_credentials() -> None:
+    settings = load_settings()
+    assert (settings.resolved_email_provider, settings.resolved_sms_provider) == (
+        "console",
+        "console",
+    )
+
+
+def test_sendgrid_key_selects_sendgrid_and_requires_a_sender(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.secret")
+    with pytest.raises(ConfigError, match="EMAIL_FROM is not set"):
+        load_settings()
+    monkeypatch.setenv("EMAIL_FROM", "a@example.com")
+    assert load_settings().resolved_email_provider == "sendgrid"
+
+
+def test_twilio_needs_a_sender(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC1")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "tok")
+    with pytest.raises(ConfigError, match="TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"):
+        load_settings()
+
+
+def test_lease_must_outlast_the_provider_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFIER_LEASE_SECONDS", "20")
+    with pytest.raises(ConfigError, match="NOTIFIER_LEASE_SECONDS must exceed"):
+        load_settings()
+
+
+def test_secrets_are_not_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.very-secret")
+    monkeypatch.setenv("EMAIL_FROM", "a@example.com")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:hunter2@db/app")
+    text = repr(load_settings())
+    assert "very-secret" not in text and "hunter2" not in text
+
+
+def test_overrides_use_field_names() -> None:
+    assert load_settings(send_concurrency=3).send_concurrency == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("postgresql://app:pw@db.example.com/app", "postgresql://app:***@db.example.com/app"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_mask_url_hides_the_password(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
