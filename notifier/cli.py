@@ -103,6 +103,7 @@ def poller(burst: bool) -> None:
         max_in_flight=settings.max_in_flight,
         lease_seconds=settings.lease_seconds,
         unknown_outcome=settings.unknown_outcome,
+        rq_job_timeout=settings.rq_job_timeout,
     )
     runner = Poller(store, redis_connection(redis_url), database_url, policy)
     runner.install_signal_handlers()

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
         60, ge=1, validation_alias=_env("NOTIFIER_BREAKER_RESET_TIMEOUT")
     )
     db_pool_size: int = Field(10, ge=1, le=200, validation_alias=_env("NOTIFIER_DB_POOL_SIZE"))
+    # None: automatic (off on port 6543, Supabase's transaction pooler, which cannot keep them).
+    prepared_statements: bool | None = Field(
+        None, validation_alias=_env("NOTIFIER_DB_PREPARED_STATEMENTS")
+    )
 
     @model_validator(mode="after")
     def _check_across_fields(self) -> Settings:
@@ -120,6 +124,13 @@ class Settings(BaseSettings):
                     "(needed by NOTIFIER_SMS_PROVIDER=twilio)"
                 )
         return self
+
+    @property
+    def rq_job_timeout(self) -> int:
+        """Seconds an RQ job (one batch) may run before RQ stops it: every send of the batch,
+        in waves of NOTIFIER_SEND_CONCURRENCY, at twice the provider timeout plus margins."""
+        waves = -(-self.rq_job_size // self.send_concurrency)
+        return int(waves * (2 * self.provider_timeout + 5) + 60)
 
     @property
     def resolved_email_provider(self) -> EmailProviderName:

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rq.timeouts import BaseTimeoutException
+
 from notifier.breaker import CircuitOpenError, ProviderBreaker
-from notifier.errors import PermanentDeliveryError, TransientDeliveryError
+from notifier.errors import PermanentDeliveryError, TransientDeliveryError, UnknownOutcomeError
 from notifier.log import event
 from notifier.providers.base import EmailMessage, Message, Provider, TextMessage
 from notifier.render import Renderer, list_unsubscribe_headers
@@ -31,6 +33,8 @@ E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 # Provider codes that mean the address is bad (bounced) or the recipient opted out (blocked).
 BOUNCED_CODES = frozenset({"21211", "21614", "21635", "30005", "30006", "NO_CONTACT"})
 BLOCKED_CODES = frozenset({"21610"})
+# Pauses between attempts to record an accepted message while the database misbehaves.
+RECORD_RETRY_PAUSES = (0.2, 1.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class DeliveryPolicy:
     backoff_cap_seconds: float
     send_concurrency: int
     unsubscribe_url_base: str | None = None
+    unknown_outcome: str = "retry"
 
 
 def skip_reason(job: JobContext, now: datetime) -> str | None:
@@ -115,9 +120,13 @@ class Deliverer:
         return self.deliver_one(started[0])
 
     def deliver_one(self, job: JobContext) -> str:
-        """Deliver one started job and record its outcome; returns the outcome's name."""
+        """Deliver one started job and record its outcome; returns the outcome's name.
+
+        Before the provider call any unexpected error is a plain retry (nothing was sent). From
+        the call on, nothing may turn into a retry: see `_send`.
+        """
         try:
-            return self._deliver(job)
+            prepared = self._prepare(job)
         except Exception as error:  # a bug must not lose the job or stop the batch
             logger.exception("delivery_crashed", extra={"notifier_fields": {"job_id": job.job_id}})
             self._store.retry(
@@ -131,25 +140,52 @@ class Deliverer:
                 self._policy.backoff_cap_seconds,
             )
             return "error"
+        if isinstance(prepared, str):
+            return prepared
+        provider, message = prepared
+        return self._send(job, provider, message)
 
-    def _deliver(self, job: JobContext) -> str:
+    def _prepare(self, job: JobContext) -> str | tuple[Provider, Message]:
+        """Skip, fail, or return the provider and the rendered message to send."""
         reason = skip_reason(job, datetime.now(UTC))
         if reason:
-            self._store.skip(job, reason)
-            event(logger, "job_skipped", job_id=job.job_id, reason=reason)
-            return "skipped"
+            recorded = self._store.skip(job, reason)
+            return self._outcome("skipped", recorded, job, reason=reason)
         provider = self._providers.get(job.delivery_method)
         try:
             if provider is None:
                 raise PermanentDeliveryError(
                     f"delivery method {job.delivery_method} is not supported", code="UNSUPPORTED"
                 )
-            message = self.compose(job)
+            return provider, self.compose(job)
         except PermanentDeliveryError as error:
-            self._store.fail(job, None, error.code, error.message, log_status=log_status_for(error))
-            event(logger, "job_failed", logging.WARNING, job_id=job.job_id, error=error.message)
-            return "failed"
-        return self._send(job, provider, message)
+            recorded = self._store.fail(
+                job, None, error.code, error.message, log_status=log_status_for(error)
+            )
+            return self._outcome("failed", recorded, job, error=error.message)
+
+    def _outcome(self, outcome: str, recorded: bool, job: JobContext, **fields: Any) -> str:
+        """Log the outcome, or that the job's lease moved on before it could be recorded."""
+        if not recorded:
+            event(
+                logger,
+                "outcome_not_recorded",
+                logging.WARNING,
+                job_id=job.job_id,
+                outcome=outcome,
+                reason="the lease token is no longer current",
+            )
+            return "stale"
+        quiet = outcome in ("skipped", "deferred", "retried")
+        event(
+            logger,
+            f"job_{outcome}",
+            logging.INFO if quiet else logging.WARNING,
+            job_id=job.job_id,
+            attempt=job.attempt,
+            **fields,
+        )
+        return outcome
 
     def compose(self, job: JobContext) -> Message:
         """Render the job into the message its provider sends (pure apart from templates)."""
@@ -190,27 +226,33 @@ class Deliverer:
         return TextMessage(job_id=job.job_id, to=phone, body=body, channel="sms")
 
     def _send(self, job: JobContext, provider: Provider, message: Message) -> str:
+        """Call the provider through its breaker and record what happened.
+
+        Once the call has started the message may be out, so no error here becomes a plain
+        retry: an answer-less failure is an unknown outcome, and if recording a success fails
+        the job stays `processing` for the reaper (which logs it as `unknown`), never resent
+        blindly.
+        """
         breaker = self._breakers.get(provider.name)
         started = time.monotonic()
-        fields: dict[str, Any] = {
-            "job_id": job.job_id,
-            "attempt": job.attempt,
-            "provider": provider.name,
-        }
+        name = provider.name
         try:
             if breaker is None:
                 receipt = provider.send(message)
             else:
                 receipt = breaker.guard(lambda: provider.send(message))
         except CircuitOpenError as error:
-            self._store.defer(job, error.retry_at, str(error))
-            event(logger, "job_deferred", **fields, until=error.retry_at.isoformat())
-            return "deferred"
+            recorded = self._store.defer(job, error.retry_at, str(error))
+            return self._outcome(
+                "deferred", recorded, job, provider=name, until=error.retry_at.isoformat()
+            )
+        except UnknownOutcomeError as error:
+            return self._unknown(job, name, error.message, _ms_since(started))
         except TransientDeliveryError as error:
             duration = _ms_since(started)
             status = self._store.retry(
                 job,
-                provider.name,
+                name,
                 error.code,
                 error.message,
                 duration,
@@ -218,37 +260,85 @@ class Deliverer:
                 self._policy.backoff_base_seconds,
                 self._policy.backoff_cap_seconds,
             )
-            event(
-                logger,
-                "job_retry" if status == "pending" else "job_failed",
-                logging.WARNING,
-                **fields,
+            outcome = "retried" if status == "pending" else "failed"
+            return self._outcome(
+                outcome,
+                status is not None,
+                job,
+                provider=name,
                 duration_ms=duration,
                 error=error.message,
             )
-            return "retried" if status == "pending" else "failed"
         except PermanentDeliveryError as error:
             duration = _ms_since(started)
-            self._store.fail(
-                job, provider.name, error.code, error.message, duration, log_status_for(error)
+            recorded = self._store.fail(
+                job, name, error.code, error.message, duration, log_status_for(error)
             )
-            event(
-                logger,
-                "job_failed",
-                logging.WARNING,
-                **fields,
-                duration_ms=duration,
-                error=error.message,
+            return self._outcome(
+                "failed", recorded, job, provider=name, duration_ms=duration, error=error.message
             )
-            return "failed"
+        except BaseTimeoutException:
+            raise  # RQ's job timeout: the job stays `processing` and the reaper takes it
+        except Exception as error:  # the request may have gone out before this
+            logger.exception(
+                "provider_call_crashed", extra={"notifier_fields": {"job_id": job.job_id}}
+            )
+            return self._unknown(job, name, f"{type(error).__name__}: {error}", _ms_since(started))
         duration = _ms_since(started)
-        current = self._store.complete(
-            job, provider.name, receipt.message_id, receipt.response, duration
-        )
+        current = self._record_success(job, name, receipt.message_id, receipt.response, duration)
         if not current:
-            event(logger, "sent_after_lease_lost", logging.WARNING, **fields)
-        event(logger, "job_sent", **fields, duration_ms=duration, message_id=receipt.message_id)
+            event(
+                logger, "sent_after_lease_lost", logging.WARNING, job_id=job.job_id, provider=name
+            )
+        event(
+            logger,
+            "job_sent",
+            job_id=job.job_id,
+            attempt=job.attempt,
+            provider=name,
+            duration_ms=duration,
+            message_id=receipt.message_id,
+        )
         return "sent"
+
+    def _unknown(self, job: JobContext, provider: str, message: str, duration: int) -> str:
+        status = self._store.record_unknown_outcome(
+            job, provider, message, self._policy.unknown_outcome
+        )
+        return self._outcome(
+            "unknown_outcome",
+            status is not None,
+            job,
+            provider=provider,
+            duration_ms=duration,
+            error=message,
+            now=status,
+        )
+
+    def _record_success(
+        self,
+        job: JobContext,
+        provider: str,
+        message_id: str | None,
+        response: dict[str, Any] | None,
+        duration: int,
+    ) -> bool:
+        """Record an accepted message, retrying a failing database a few times: a success that
+        is not on record would be sent again."""
+        for pause in RECORD_RETRY_PAUSES:
+            try:
+                return self._store.complete(job, provider, message_id, response, duration)
+            except Exception as error:
+                event(
+                    logger,
+                    "record_success_failed",
+                    logging.ERROR,
+                    job_id=job.job_id,
+                    error=f"{type(error).__name__}: {error}",
+                    retry_in_s=pause,
+                )
+                time.sleep(pause)
+        return self._store.complete(job, provider, message_id, response, duration)
 
 
 def _ms_since(started: float) -> int:

@@ -161,9 +161,11 @@ def run_dev(*, seconds: float | None, outbox: str, keep_running: bool = False) -
                 "UNSUBSCRIBE_URL_BASE", "https://app.example.com/notifications/preferences/{token}"
             ),
         }
+        # Own sessions: Ctrl-C reaches only us, and we stop the children with one SIGTERM
+        # (a second signal would make RQ abandon the job in hand).
         processes = [
-            subprocess.Popen(poller_command(), env=env),
-            subprocess.Popen(worker_command(), env=env),
+            subprocess.Popen(poller_command(), env=env, start_new_session=True),
+            subprocess.Popen(worker_command(), env=env, start_new_session=True),
         ]
         deadline = None if seconds is None else time.monotonic() + seconds
         rows: list[dict[str, Any]] = []

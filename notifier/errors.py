@@ -38,6 +38,13 @@ class TransientDeliveryError(DeliveryError):
         self.retry_after = retry_after
 
 
+class UnknownOutcomeError(TransientDeliveryError):
+    """The request may have reached the provider, but no answer came back (a read timeout, a
+    connection dropped after the request was written). Sending again may duplicate, so it is
+    recorded as an unknown outcome (NOTIFIER_UNKNOWN_OUTCOME), not as a plain retry. It still
+    counts as a provider failure for the circuit breaker."""
+
+
 class PermanentDeliveryError(DeliveryError):
     """Retrying cannot help: bad address, rejected request, template error, no contact."""
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -25,6 +26,15 @@ from notifier.store import JobStore
 
 logger = logging.getLogger("notifier.poller")
 WAKE_CHANNEL = "notifier_jobs_due"
+RECONNECT_MIN_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 30.0
+# TCP keepalives on the LISTEN connection, so a silently dropped one is noticed in ~a minute.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,7 @@ class PollerPolicy:
     max_in_flight: int
     lease_seconds: int
     unknown_outcome: str
+    rq_job_timeout: int
 
 
 class Poller:
@@ -65,21 +76,49 @@ class Poller:
         signal.signal(signal.SIGINT, handler)
 
     def run(self, *, burst: bool = False) -> int:
-        """Poll until stopped (`burst`: until nothing is due); returns how many were enqueued."""
+        """Poll until stopped (`burst`: until nothing is due); returns how many were enqueued.
+
+        A lost database connection does not end the poller: it backs off, reconnects (LISTEN
+        included) and goes on; in burst mode the error ends the run instead.
+        """
         total = 0
-        with psycopg.connect(self._database_url, autocommit=True) as listen_conn:
-            listen_conn.execute(f"listen {WAKE_CHANNEL}")
-            event(logger, "poller_started", name=self._name, burst=burst)
-            while not self._stopping.is_set():
-                self.reap_if_due()
-                claimed = self.claim_once()
-                total += claimed
-                if claimed >= self._policy.claim_batch_size:
-                    continue  # more may be due: claim again without waiting
-                if burst and claimed == 0:
+        backoff = RECONNECT_MIN_SECONDS
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    make_conninfo(self._database_url, **KEEPALIVES), autocommit=True
+                ) as conn:
+                    conn.execute(f"listen {WAKE_CHANNEL}")
+                    event(logger, "poller_started", name=self._name, burst=burst)
+                    backoff = RECONNECT_MIN_SECONDS
+                    total += self._loop(conn, burst=burst)
                     break
-                self._wait(listen_conn)
+            except psycopg.OperationalError as error:
+                if burst:
+                    raise
+                event(
+                    logger,
+                    "database_unavailable",
+                    logging.ERROR,
+                    error=type(error).__name__,
+                    retry_in_s=backoff,
+                )
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
         event(logger, "poller_stopped", name=self._name, enqueued=total)
+        return total
+
+    def _loop(self, listen_conn: psycopg.Connection[tuple[object, ...]], *, burst: bool) -> int:
+        total = 0
+        while not self._stopping.is_set():
+            self.reap_if_due()
+            claimed = self.claim_once()
+            total += claimed
+            if claimed >= self._policy.claim_batch_size:
+                continue  # more may be due: claim again without waiting
+            if burst and claimed == 0:
+                break
+            self._wait(listen_conn)
         return total
 
     def reap_if_due(self, *, force: bool = False) -> dict[str, int]:
@@ -136,5 +175,12 @@ class Poller:
             if remaining <= 0:
                 return
             # Short slices so a stop is noticed within half a second.
-            for _ in listen_conn.notifies(timeout=min(remaining, 0.5), stop_after=1):
+            woken = any(
+                True for _ in listen_conn.notifies(timeout=min(remaining, 0.5), stop_after=1)
+            )
+            if woken:
+                # One claim serves every job that became due meanwhile: drain the rest. (Not
+                # inside the loop above: a second notifies() there waits on the first's lock.)
+                for _ in listen_conn.notifies(timeout=0.01):
+                    pass
                 return

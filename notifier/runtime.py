@@ -22,7 +22,9 @@ def build_store(settings: Settings, *, pool_size: int | None = None) -> JobStore
 
 def build_deliverer(settings: Settings) -> Deliverer:
     """Everything a worker needs; one per worker process."""
-    redis = redis_connection(settings.require_redis_url())
+    # The breakers' own client: short timeout, no retries, so a slow or lost Redis costs a send
+    # at most a second (the storage then reports the breaker closed) instead of minutes.
+    redis = redis_connection(settings.require_redis_url(), timeout=0.5, retries=0)
     providers = build_providers(settings)
     breakers = {
         provider.name: ProviderBreaker(
@@ -41,6 +43,8 @@ def build_deliverer(settings: Settings) -> Deliverer:
         backoff_cap_seconds=settings.backoff_cap_seconds,
         send_concurrency=settings.send_concurrency,
         unsubscribe_url_base=settings.unsubscribe_url_base,
+        unknown_outcome=settings.unknown_outcome,
     )
-    store = build_store(settings, pool_size=max(2, min(settings.send_concurrency + 1, 50)))
+    # One connection per sending thread, so no thread waits on the pool mid-delivery.
+    store = build_store(settings, pool_size=settings.send_concurrency + 1)
     return Deliverer(store, providers, breakers, renderer, policy)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from notifier.errors import PermanentDeliveryError, TransientDeliveryError
+from notifier.errors import PermanentDeliveryError, TransientDeliveryError, UnknownOutcomeError
 from notifier.providers.base import EmailMessage, TextMessage
 from notifier.providers.sendgrid import (
     SendGridProvider,
@@ -190,14 +190,22 @@ def test_read_timeout_is_transient(server: SendGridLoopback) -> None:
     assert "timed out" in str(caught.value)
 
 
-def test_dropped_connection_is_transient(
+def test_connection_dropped_after_sending_is_an_unknown_outcome(
     server: SendGridLoopback, provider: SendGridProvider
 ) -> None:
     server.drop_connection()
 
-    with pytest.raises(TransientDeliveryError) as caught:
+    with pytest.raises(UnknownOutcomeError) as caught:
         provider.send(email())
 
+    assert "may or may not have accepted" in str(caught.value)
+
+
+def test_refused_connection_is_a_plain_transient_error() -> None:
+    provider = SendGridProvider("SG.key", "from@example.com", base_url=unused_base_url(), timeout=1)
+    with pytest.raises(TransientDeliveryError) as caught:
+        provider.send(email())
+    assert not isinstance(caught.value, UnknownOutcomeError)
     assert "Could not reach SendGrid" in str(caught.value)
 
 

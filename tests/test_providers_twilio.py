@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from notifier.errors import PermanentDeliveryError, TransientDeliveryError
+from notifier.errors import PermanentDeliveryError, TransientDeliveryError, UnknownOutcomeError
 from notifier.providers.base import EmailMessage, TextMessage
 from notifier.providers.twilio import (
     TwilioProvider,
@@ -206,11 +206,11 @@ def test_connection_refused_is_transient() -> None:
         provider.send(sms())
 
 
-def test_read_timeout_is_transient(server: TwilioLoopback) -> None:
+def test_read_timeout_is_an_unknown_outcome(server: TwilioLoopback) -> None:
     provider = make_provider(server.base_url, timeout=0.1)
     server.respond_with(201, delay_seconds=0.4)
 
-    with pytest.raises(TransientDeliveryError, match=r"timed out \(ReadTimeout\)"):
+    with pytest.raises(UnknownOutcomeError, match=r"after sending \(ReadTimeout\)"):
         provider.send(sms())
 
 

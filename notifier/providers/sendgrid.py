@@ -35,6 +35,7 @@ from notifier.errors import (
     DeliveryError,
     PermanentDeliveryError,
     TransientDeliveryError,
+    UnknownOutcomeError,
 )
 from notifier.providers.base import EmailMessage, Message, ProviderReceipt
 
@@ -161,14 +162,22 @@ def classify_http_error(
 
 
 def classify_network_error(exc: BaseException, base_url: str) -> TransientDeliveryError:
-    """A request that got no HTTP answer (refused, reset, timed out) is always worth a retry."""
+    """A request that got no HTTP answer. urllib wraps errors of the connect phase in
+    `URLError` (nothing was sent: a plain retry); anything raised later (a read timeout, a reset
+    or a disconnect after the request was written) may follow an accepted message, so its
+    outcome is unknown."""
     reason: object = exc.reason if isinstance(exc, URLError) else exc
     kind = type(reason).__name__
     text = str(reason).strip() or kind
     if isinstance(reason, TimeoutError):
         text = "timed out"
     host = urlsplit(base_url).netloc or base_url
-    return TransientDeliveryError(f"Could not reach SendGrid at {host}: {text} ({kind})")
+    if isinstance(exc, URLError):
+        return TransientDeliveryError(f"Could not reach SendGrid at {host}: {text} ({kind})")
+    return UnknownOutcomeError(
+        f"No answer from SendGrid at {host} after sending: {text} ({kind}); "
+        "it may or may not have accepted the email"
+    )
 
 
 def first_error_message(body: bytes | str | None) -> str | None:

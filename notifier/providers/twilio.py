@@ -21,12 +21,14 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from notifier.errors import (
     ConfigError,
     DeliveryError,
     PermanentDeliveryError,
     TransientDeliveryError,
+    UnknownOutcomeError,
 )
 from notifier.providers.base import Message, ProviderReceipt, TextMessage
 
@@ -172,12 +174,29 @@ def channel_address(number: str, channel: str) -> str:
 
 
 def network_error(exc: Exception, base_url: str) -> TransientDeliveryError:
-    """No HTTP answer at all (refused, reset, timed out): always worth a retry."""
-    what = "timed out" if isinstance(exc, requests.Timeout) else "the connection failed"
+    """No HTTP answer at all. Refused or timed out while connecting: nothing was sent, a plain
+    retry. A read timeout or a connection dropped after the request was written: Twilio may
+    have accepted the message, so the outcome is unknown."""
     host = urlsplit(base_url).netloc or base_url
-    return TransientDeliveryError(
-        f"Could not reach Twilio at {host}: {what} ({type(exc).__name__})"
+    if request_never_sent(exc):
+        what = "timed out" if isinstance(exc, requests.Timeout) else "the connection failed"
+        return TransientDeliveryError(
+            f"Could not reach Twilio at {host}: {what} ({type(exc).__name__})"
+        )
+    return UnknownOutcomeError(
+        f"No answer from Twilio at {host} after sending ({type(exc).__name__}); "
+        "it may or may not have accepted the message"
     )
+
+
+def request_never_sent(exc: Exception) -> bool:
+    """True when the error happened while connecting, before any byte of the request left."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and exc.args:
+        reason = getattr(exc.args[0], "reason", None)
+        return isinstance(reason, NewConnectionError | ConnectTimeoutError)
+    return False
 
 
 def check_body(body: str) -> None:

@@ -208,6 +208,20 @@ class JobStore:
             )
         )
 
+    def record_unknown_outcome(
+        self, job: JobContext, provider: str, error_message: str, unknown_outcome: str
+    ) -> str | None:
+        """The provider may or may not have the message: log `unknown`, apply the policy."""
+        status = self._scalar(
+            "record_unknown_notification_outcome",
+            p_job_id=job.job_id,
+            p_lease_token=job.lease_token,
+            p_provider=provider,
+            p_error_message=error_message,
+            p_unknown_outcome=unknown_outcome,
+        )
+        return None if status is None else str(status)
+
     def release_expired(self, unknown_outcome: str, limit: int = 1000) -> dict[str, int]:
         rows = self._caller.call(
             "release_expired_notification_leases",

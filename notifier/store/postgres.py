@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -15,12 +16,19 @@ from psycopg_pool import ConnectionPool
 class PostgresCaller:
     """Calls notifier's SQL functions with named arguments over a small connection pool."""
 
-    def __init__(self, database_url: str, *, max_size: int = 10) -> None:
+    def __init__(
+        self, database_url: str, *, max_size: int = 10, prepare: bool | None = None
+    ) -> None:
+        self._prepare = uses_prepared_statements(database_url) if prepare is None else prepare
         self._pool = ConnectionPool(
             database_url,
             min_size=1,
             max_size=max_size,
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs={
+                "autocommit": True,
+                "row_factory": dict_row,
+                "prepare_threshold": 5 if self._prepare else None,
+            },
             open=True,
             name="notifier",
         )
@@ -29,10 +37,18 @@ class PostgresCaller:
         query = _function_call(function, tuple(params))
         values = {name: _adapt(value) for name, value in params.items()}
         with self._pool.connection() as conn:
-            return conn.execute(query, values, prepare=True).fetchall()  # type: ignore[return-value]
+            rows = conn.execute(query, values, prepare=self._prepare or None)
+            return rows.fetchall()  # type: ignore[return-value]
 
     def close(self) -> None:
         self._pool.close()
+
+
+def uses_prepared_statements(database_url: str) -> bool:
+    """Prepared statements save planning on every call, but a transaction-mode pooler (Supabase's
+    on port 6543, PgBouncer) hands each transaction a different server connection, where they
+    do not exist. Off on port 6543; set NOTIFIER_DB_PREPARED_STATEMENTS for other poolers."""
+    return conninfo_to_dict(database_url).get("port") != "6543"
 
 
 @functools.cache

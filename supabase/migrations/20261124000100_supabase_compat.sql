@@ -49,6 +49,15 @@ begin
 end
 $$;
 
-grant usage on schema auth to anon, authenticated, service_role;
-grant execute on function auth.uid(), auth.role(), auth.jwt() to anon, authenticated, service_role;
-grant usage on schema public to anon, authenticated, service_role;
+-- Grants only where this migration created the schema's functions (on Supabase they exist,
+-- belong to supabase_auth_admin and are already granted).
+do $$
+begin
+  if not exists (select 1 from pg_namespace n join pg_roles r on r.oid = n.nspowner
+                  where n.nspname = 'auth' and r.rolname = 'supabase_auth_admin') then
+    grant usage on schema auth to anon, authenticated, service_role;
+    grant execute on function auth.uid(), auth.role(), auth.jwt() to anon, authenticated, service_role;
+    grant usage on schema public to anon, authenticated, service_role;
+  end if;
+end
+$$;

@@ -8,12 +8,18 @@
 drop function if exists enqueue_notification_job(uuid, uuid, uuid, varchar, varchar, varchar, jsonb, integer);
 drop function if exists enqueue_notification_job(uuid, uuid, uuid, text, text, text, jsonb, integer);
 
--- True when the caller is an end user (PostgREST with a user's JWT, or SET ROLE in a session),
--- as opposed to the service role or a direct database owner connection.
+-- True when the caller is an end user: a JWT with any role but service_role (PostgREST), or a
+-- session whose current role is (a member of) anon or authenticated. Only the service role and
+-- direct connections of other roles (the owner, notifier's own login) are trusted.
 create or replace function notifier_caller_is_end_user() returns boolean
 language sql stable set search_path = pg_catalog, public as $$
-  select coalesce(auth.role(), '') in ('anon', 'authenticated')
-      or coalesce(current_setting('role', true), '') in ('anon', 'authenticated')
+  select case
+    when auth.role() = 'service_role' then false
+    when auth.role() is not null then true
+    when coalesce(current_setting('role', true), 'none') = 'none' then false
+    else pg_has_role(current_setting('role'), 'authenticated', 'member')
+      or pg_has_role(current_setting('role'), 'anon', 'member')
+  end
 $$;
 
 -- Largest accepted `content`, in bytes of its JSON text (documented in the README).
@@ -178,6 +184,9 @@ returns table (
 )
 language plpgsql security definer set search_path = public, pg_temp as $$
 begin
+  if p_lease_seconds is null or p_lease_seconds < 1 then
+    raise exception 'start_notification_attempts needs a positive lease' using errcode = '22023';
+  end if;
   return query
   with claims as (
     select (c ->> 'job_id')::uuid as job_id, (c ->> 'lease_token')::uuid as token
@@ -228,8 +237,9 @@ language sql security definer set search_path = public, pg_temp as $$
 $$;
 
 -- processing → sent. The provider accepted the message, so the job is sent even if its lease
--- token changed meanwhile (sending again would duplicate); returns false in that case so the
--- worker can log it.
+-- token changed meanwhile, or the reaper already gave up on it, or it was cancelled after the
+-- reaper returned it (sending again would duplicate, and the record must say what happened);
+-- returns false in those cases so the worker can log it.
 create or replace function complete_notification_job(
   p_job_id uuid, p_lease_token uuid, p_provider text, p_provider_message_id text,
   p_provider_response jsonb default null, p_duration_ms integer default null
@@ -246,7 +256,7 @@ begin
   v_token_matched := v_job.lease_token is not distinct from p_lease_token and v_job.status = 'processing';
   perform notifier_log_attempt(v_job, 'delivered', p_provider, p_provider_message_id,
     p_provider_response, null, null, p_duration_ms);
-  if v_job.status in ('pending', 'queued', 'processing') then
+  if v_job.status in ('pending', 'queued', 'processing', 'failed', 'cancelled') then
     update notification_jobs
        set status = 'sent', message_id = p_provider_message_id, processed_at = now(),
            failure_reason = null, lease_token = null, locked_until = null, updated_at = now()
@@ -289,7 +299,7 @@ begin
   end if;
   v_delay := least(p_backoff_cap_seconds, p_backoff_base_seconds * power(2, coalesce(v_job.retry_count, 0)));
   v_delay := v_delay * (0.5 + random() / 2);
-  v_delay := greatest(v_delay, coalesce(p_retry_after_seconds, 0));
+  v_delay := greatest(v_delay, least(coalesce(p_retry_after_seconds, 0), 86400));
   update notification_jobs
      set status = 'pending', retry_count = coalesce(retry_count, 0) + 1,
          scheduled_for = now() + make_interval(secs => v_delay),
@@ -364,6 +374,45 @@ begin
          lease_token = null, locked_until = null, updated_at = now()
    where id = p_job_id and lease_token = p_lease_token and status = 'processing';
   return found;
+end
+$$;
+
+-- processing → pending or failed when the worker knows it cannot tell whether the provider got
+-- the message (a read timeout or a dropped connection after the request was written, an
+-- unexpected error during the call). Same policy and log status as the reaper's, at once.
+create or replace function record_unknown_notification_outcome(
+  p_job_id uuid, p_lease_token uuid, p_provider text, p_error_message text,
+  p_unknown_outcome varchar default 'retry'
+) returns varchar
+language plpgsql security definer set search_path = public, pg_temp as $$
+declare
+  v_job notification_jobs;
+begin
+  if p_unknown_outcome not in ('retry', 'fail') then
+    raise exception 'unknown-outcome policy must be retry or fail, got %', p_unknown_outcome
+      using errcode = '22023';
+  end if;
+  select * into v_job from notification_jobs
+   where id = p_job_id and lease_token = p_lease_token and status = 'processing' for update;
+  if not found then
+    return null;
+  end if;
+  perform notifier_log_attempt(v_job, 'unknown', p_provider, null, null, 'UNKNOWN_OUTCOME',
+    p_error_message, null);
+  if p_unknown_outcome = 'fail' or coalesce(v_job.retry_count, 0) >= coalesce(v_job.max_retries, 3) then
+    update notification_jobs
+       set status = 'failed', processed_at = now(), lease_token = null, locked_until = null,
+           failure_reason = 'outcome unknown: ' || p_error_message, updated_at = now()
+     where id = p_job_id;
+    return 'failed';
+  end if;
+  update notification_jobs
+     set status = 'pending', retry_count = coalesce(retry_count, 0) + 1, scheduled_for = now(),
+         lease_token = null, locked_until = null, failure_reason = p_error_message,
+         updated_at = now(),
+         metadata = coalesce(metadata, '{}'::jsonb) || '{"unknown_outcome": true}'::jsonb
+   where id = p_job_id;
+  return 'pending';
 end
 $$;
 

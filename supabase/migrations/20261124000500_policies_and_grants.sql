@@ -36,24 +36,34 @@ begin
 end
 $$;
 
--- True when the current end user owns the recipient. SECURITY DEFINER so the check does not
--- depend on the app's own policies on recipients; stable, so it is evaluated once per row.
-create or replace function notifier_owns_recipient(p_recipient_id uuid) returns boolean
+-- The current end user's recipients and groups, computed once per query (a set-returning
+-- STABLE function in `in (select ...)` becomes one hashed subplan), so owner reads use the
+-- recipient_id indexes instead of evaluating an ownership check on every row of every tenant.
+-- SECURITY DEFINER so the check does not depend on the app's own policies on recipients.
+create or replace function notifier_owned_recipient_ids() returns setof uuid
 language sql stable security definer set search_path = public, pg_temp as $$
-  select exists (select 1 from recipients r where r.id = p_recipient_id and r.parent_id = auth.uid())
+  select r.id from recipients r where r.parent_id = auth.uid()
+$$;
+
+create or replace function notifier_owns_group(p_group_id uuid) returns boolean
+language sql stable security definer set search_path = public, pg_temp as $$
+  select exists (select 1 from recipient_groups g where g.id = p_group_id and g.parent_id = auth.uid())
 $$;
 
 create policy notification_jobs_owner_read on notification_jobs
-  for select to authenticated using (notifier_owns_recipient(recipient_id));
+  for select to authenticated using (recipient_id in (select notifier_owned_recipient_ids()));
 create policy notification_delivery_logs_owner_read on notification_delivery_logs
-  for select to authenticated using (notifier_owns_recipient(recipient_id));
+  for select to authenticated using (recipient_id in (select notifier_owned_recipient_ids()));
 create policy notification_preferences_cache_owner_read on notification_preferences_cache
-  for select to authenticated using (notifier_owns_recipient(recipient_id));
--- A digest schedule is the owner's own preference, so owners manage it directly (checks on
--- its values are the table's constraints, not the policy).
+  for select to authenticated using (recipient_id in (select notifier_owned_recipient_ids()));
+-- A digest schedule is the owner's own preference, so owners manage it directly: for their own
+-- recipients, and only with a group of their own (else a digest could carry another owner's
+-- group content to them).
 create policy digest_schedules_owner_all on digest_schedules
   for all to authenticated
-  using (notifier_owns_recipient(recipient_id)) with check (notifier_owns_recipient(recipient_id));
+  using (recipient_id in (select notifier_owned_recipient_ids()))
+  with check (recipient_id in (select notifier_owned_recipient_ids())
+              and (group_id is null or notifier_owns_group(group_id)));
 
 revoke all on notification_jobs, notification_delivery_logs, notification_preferences_cache,
   digest_schedules, notifier_schema_migrations from public, anon, authenticated;
@@ -77,7 +87,8 @@ begin
          'retry_notification_job', 'fail_notification_job', 'skip_notification_job',
          'defer_notification_job', 'release_expired_notification_leases',
          'cancel_notification_job', 'cleanup_notification_data', 'create_digest_jobs',
-         'notification_jobs_notify_due', 'notifier_owns_recipient', 'notifier_caller_is_end_user',
+         'notification_jobs_notify_due', 'notifier_owned_recipient_ids', 'notifier_owns_group',
+         'notifier_caller_is_end_user', 'record_unknown_notification_outcome',
          'notification_urgency_rank', 'notification_content_max_bytes')
   loop
     execute format('revoke all on function %s from public, anon, authenticated', f.sig);
@@ -91,5 +102,5 @@ $$;
 grant execute on function enqueue_notification_job(uuid, uuid, uuid, varchar, varchar, varchar, jsonb, integer, text)
   to authenticated;
 grant execute on function cancel_notification_job(uuid) to authenticated;
-grant execute on function notifier_owns_recipient(uuid) to authenticated;
-grant execute on function notifier_caller_is_end_user() to authenticated;
+grant execute on function notifier_owned_recipient_ids() to authenticated;
+grant execute on function notifier_owns_group(uuid) to authenticated;

@@ -199,3 +199,44 @@ def test_missing_template_variable_fails_naming_it(
     assert deliver_due(store, deliverer) == {"failed": 1}
     reason = seed.job(db, str(row["id"]))["failure_reason"]
     assert "content.body" in reason
+
+
+def test_connection_dropped_after_sending_is_an_unknown_outcome(
+    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer, sendgrid: SendGridLoopback
+) -> None:
+    [job_id] = enqueue(db, seed.add_recipient(db)["recipient"])
+    sendgrid.drop_connection()
+    assert deliver_due(store, deliverer) == {"unknown_outcome": 1}
+    job = seed.job(db, job_id)
+    assert job["status"] == "pending" and job["metadata"]["unknown_outcome"] is True
+    assert [log["status"] for log in seed.logs(db, job_id)] == ["unknown"]
+
+
+class CompleteAlwaysFails(JobStore):
+    """A store whose database fails exactly when a success is being recorded."""
+
+    def complete(self, *args: Any, **kwargs: Any) -> bool:
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+def test_a_success_that_cannot_be_recorded_is_never_resent(
+    db: psycopg.Connection[Any],
+    database_url: str,
+    deliverer: Deliverer,
+    sendgrid: SendGridLoopback,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from notifier import delivery
+    from notifier.store.postgres import PostgresCaller
+
+    monkeypatch.setattr(delivery, "RECORD_RETRY_PAUSES", (0.0, 0.0))
+    failing = CompleteAlwaysFails(PostgresCaller(database_url, max_size=2))
+    deliverer._store = failing
+    [job_id] = enqueue(db, seed.add_recipient(db)["recipient"])
+    [claim] = failing.claim(10, 2)
+    with pytest.raises(psycopg.OperationalError):
+        deliverer.deliver_batch([claim])
+    assert len(sendgrid.requests) == 1
+    assert seed.job(db, job_id)["status"] == "processing", "left for the reaper, not retried"
+    assert seed.logs(db, job_id) == []
+    failing.close()

@@ -277,3 +277,40 @@ def test_every_function_the_store_calls_exists_with_those_parameters(database_ur
             assert params <= set(rows[0]["proargnames"]), (
                 f"{function} lacks {params - set(rows[0]['proargnames'])}"
             )
+
+
+def test_a_role_that_inherits_authenticated_is_still_an_end_user(
+    db: psycopg.Connection[Any],
+) -> None:
+    mine, theirs = add_recipient(db), add_recipient(db, name="Bo")
+    db.execute("create role premium_user nologin; grant authenticated to premium_user")
+    with (
+        as_role(db, "premium_user", mine["owner"]),
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        db.execute("select enqueue_notification_job(%s, null, null)", (theirs["recipient"],))
+
+
+def test_owner_cannot_point_a_digest_schedule_at_another_owners_group(
+    db: psycopg.Connection[Any],
+) -> None:
+    mine, theirs = add_recipient(db), add_recipient(db, name="Bo")
+    insert = (
+        "insert into digest_schedules (recipient_id, group_id, frequency) values (%s, %s, 'daily')"
+    )
+    with (
+        as_role(db, "authenticated", mine["owner"]),
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        db.execute(insert, (mine["recipient"], theirs["group"]))
+    with as_role(db, "authenticated", mine["owner"]):
+        db.execute(insert, (mine["recipient"], mine["group"]))
+
+
+def test_owner_reads_do_not_scan_every_tenant(db: psycopg.Connection[Any]) -> None:
+    mine = add_recipient(db)
+    with as_role(db, "authenticated", mine["owner"]):
+        plan = db.execute("explain select * from notification_jobs where true").fetchall()
+    text = "\n".join(str(next(iter(row.values()))) for row in plan)
+    assert "notifier_owned_recipient_ids" in text or "SubPlan" in text or "InitPlan" in text
+    assert "notifier_owns_recipient(" not in text
