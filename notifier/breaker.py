@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import pybreaker
 from redis import Redis
+from redis.exceptions import RedisError
 
 from notifier.errors import NotifierError, TransientDeliveryError
 from notifier.log import event
 
 T = TypeVar("T")
+# How long callers wait while another process's trial request is in flight.
+TRIAL_BUSY_WAIT = timedelta(seconds=2)
 logger = logging.getLogger("notifier.breaker")
 
 
@@ -59,11 +63,21 @@ def _reraise(error: BaseException) -> NoReturn:
 class ProviderBreaker:
     """Guards one provider: `guard(send)` refuses while open and records each outcome."""
 
-    def __init__(self, provider: str, redis: Redis, *, fail_max: int, reset_timeout: int) -> None:
-        storage = pybreaker.CircuitRedisStorage(
-            pybreaker.STATE_CLOSED, redis, namespace=f"notifier:breaker:{provider}"
-        )
+    def __init__(
+        self,
+        provider: str,
+        redis: Redis,
+        *,
+        fail_max: int,
+        reset_timeout: int,
+        trial_seconds: float = 30.0,
+    ) -> None:
+        namespace = f"notifier:breaker:{provider}"
+        storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, redis, namespace=namespace)
         self.provider = provider
+        self._redis = redis
+        self._trial_key = f"{namespace}:trial"
+        self._trial_seconds = trial_seconds
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_timeout,
@@ -93,17 +107,49 @@ class ProviderBreaker:
         return opened + timedelta(seconds=self._breaker.reset_timeout + 1)
 
     def guard(self, send: Callable[[], T]) -> T:
-        if self.state == pybreaker.STATE_OPEN:
+        """Run `send` unless the breaker refuses; record its outcome.
+
+        While open, every caller is refused until the reset timeout. After it, exactly one
+        request in the whole cluster is the trial (a Redis key taken with NX); everyone else is
+        refused a little longer, so an outage's backlog does not stampede a recovering provider
+        and burn attempts. Refusals carry a jittered retry time, so deferred jobs spread out.
+        """
+        trial = False
+        if self.state != pybreaker.STATE_CLOSED:
+            now = datetime.now(UTC)
             retry_at = self.retry_at()
-            if retry_at is not None and datetime.now(UTC) < retry_at:
-                raise CircuitOpenError(self.provider, retry_at)
+            if self.state == pybreaker.STATE_OPEN and retry_at is not None and now < retry_at:
+                raise CircuitOpenError(self.provider, self._jittered(retry_at))
+            if not self._take_trial():
+                raise CircuitOpenError(self.provider, self._jittered(now + TRIAL_BUSY_WAIT))
+            trial = True
         try:
             result = send()
         except TransientDeliveryError as error:
             self._report(_reraise, error)
             raise
-        self._report(_succeed)
+        else:
+            self._report(_succeed)
+        finally:
+            if trial:
+                self._release_trial()
         return result
+
+    def _jittered(self, moment: datetime) -> datetime:
+        spread = max(1.0, self._breaker.reset_timeout * 0.2)
+        return moment + timedelta(seconds=random.uniform(0, spread))
+
+    def _take_trial(self) -> bool:
+        try:
+            return bool(
+                self._redis.set(self._trial_key, "1", nx=True, px=int(self._trial_seconds * 1000))
+            )
+        except RedisError:
+            return True  # like pybreaker's storage: without Redis, behave as closed
+
+    def _release_trial(self) -> None:
+        with contextlib.suppress(RedisError):
+            self._redis.delete(self._trial_key)
 
     def _report(self, outcome: Callable[..., Any], *args: Any) -> None:
         # The outcome is recorded either way; the caller handles the original error.

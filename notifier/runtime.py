@@ -32,6 +32,7 @@ def build_deliverer(settings: Settings) -> Deliverer:
             redis,
             fail_max=settings.breaker_fail_max,
             reset_timeout=settings.breaker_reset_timeout,
+            trial_seconds=2 * settings.provider_timeout + 1,
         )
         for provider in providers.values()
         if provider.name != "console"

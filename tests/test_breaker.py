@@ -72,3 +72,35 @@ def test_trial_call_after_reset_timeout_closes_it() -> None:
     time.sleep(2.1)  # opened_at is whole seconds
     assert breaker.guard(lambda: "ok") == "ok"
     assert breaker.state == "closed"
+
+
+def test_after_the_reset_timeout_only_one_trial_request_goes_out() -> None:
+    redis = fakeredis.FakeRedis()
+    first, second = make(redis, reset=1), make(redis, reset=1)
+    for _ in range(2):
+        with pytest.raises(TransientDeliveryError):
+            first.guard(transient)
+    time.sleep(2.1)
+
+    def trial_in_flight() -> str:
+        # While this trial is out, another worker's send is refused, without a request.
+        with pytest.raises(CircuitOpenError):
+            second.guard(lambda: pytest.fail("a second request went out during the trial"))
+        return "ok"
+
+    assert first.guard(trial_in_flight) == "ok"
+    assert first.state == "closed"
+    assert second.guard(lambda: "after") == "after"
+
+
+def test_a_failed_trial_opens_it_again() -> None:
+    breaker = make(fakeredis.FakeRedis(), reset=1)
+    for _ in range(2):
+        with pytest.raises(TransientDeliveryError):
+            breaker.guard(transient)
+    time.sleep(2.1)
+    with pytest.raises(TransientDeliveryError):
+        breaker.guard(transient)
+    assert breaker.state == "open"
+    with pytest.raises(CircuitOpenError):
+        breaker.guard(lambda: "refused")

@@ -157,9 +157,17 @@ def test_breaker_opens_defers_without_requests_and_closes_after_recovery(
 
     time.sleep(RESET_TIMEOUT + 1.2)
     db.execute("update notification_jobs set scheduled_for = now() where status = 'pending'")
-    outcome = deliverer.deliver_batch(store.claim(100, 30))
-    assert outcome == {"sent": FAIL_MAX + 2}
+    first = deliverer.deliver_batch(store.claim(100, 30))
+    # One trial request for the whole cluster; the others wait for its verdict.
+    assert (
+        first.get("sent", 0) >= 1
+        and first.get("sent", 0) + first.get("deferred", 0) == FAIL_MAX + 2
+    )
     assert breaker.state == "closed"
+    db.execute("update notification_jobs set scheduled_for = now() where status = 'pending'")
+    second = deliverer.deliver_batch(store.claim(100, 30))
+    assert second.get("sent", 0) == first.get("deferred", 0)
+    assert {row["status"] for row in db.execute("select status from notification_jobs")} == {"sent"}
 
 
 def test_stale_token_is_not_sent(
