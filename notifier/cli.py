@@ -114,6 +114,34 @@ def poller(burst: bool) -> None:
 
 
 @main.command()
+@click.option("--burst", is_flag=True, help="Run one digest pass, then exit.")
+def scheduler(burst: bool) -> None:
+    """Create digest jobs for due digest schedules, every NOTIFIER_DIGEST_INTERVAL seconds.
+
+    \b
+    Each pass is the SQL function create_digest_jobs(); pg_cron can call it instead.
+    Any number of schedulers may run at once (each period gets one digest).
+    Examples:
+      notifier scheduler
+      notifier scheduler --burst   # one pass now, then exit
+    """
+    from notifier.digests import DigestScheduler
+    from notifier.runtime import build_store
+
+    settings = _settings()
+    _database_url(settings)
+    store = build_store(settings, pool_size=1)
+    runner = DigestScheduler(store, settings.digest_interval)
+    runner.install_signal_handlers()
+    try:
+        runner.run(burst=burst)
+    except NotifierError as error:
+        _fail(str(error), 1)
+    finally:
+        store.close()
+
+
+@main.command()
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: Ctrl-C).")
 @click.option(
     "--outbox",

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(5000, ge=1, validation_alias=_env("NOTIFIER_MAX_IN_FLIGHT"))
     lease_seconds: int = Field(300, ge=2, validation_alias=_env("NOTIFIER_LEASE_SECONDS"))
     reaper_interval: float = Field(30.0, gt=0, validation_alias=_env("NOTIFIER_REAPER_INTERVAL"))
+    digest_interval: float = Field(60.0, gt=0, validation_alias=_env("NOTIFIER_DIGEST_INTERVAL"))
     unknown_outcome: Literal["retry", "fail"] = Field(
         "retry", validation_alias=_env("NOTIFIER_UNKNOWN_OUTCOME")
     )

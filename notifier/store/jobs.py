@@ -235,6 +235,11 @@ class JobStore:
     def cleanup(self, days_to_keep: int) -> int:
         return int(self._scalar("cleanup_notification_data", p_days_to_keep=days_to_keep) or 0)
 
+    def create_digest_jobs(self) -> int:
+        """Run the digest pass (the same SQL function pg_cron can call); returns how many
+        digests it created."""
+        return int(self._scalar("create_digest_jobs") or 0)
+
 
 def _job_context(row: dict[str, Any]) -> JobContext:
     group_id = row.get("group_id")
