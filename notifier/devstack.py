@@ -2,8 +2,8 @@
 
 Starts throwaway servers, migrates, seeds demo recipients, enqueues a handful of notifications
 with the SQL function (exactly as an app would), runs the production commands (`notifier
-poller`, `rq worker -c notifier.rq_settings`) against them with console delivery, and prints
-the jobs and delivery logs when every demo job has settled.
+poller`, `rq worker -c notifier.rq_settings`, `notifier scheduler`) against them with console
+delivery, and prints the jobs and delivery logs when every demo job has settled.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ def command(name: str, *args: str) -> list[str]:
 
 def poller_command(*args: str) -> list[str]:
     return command("notifier", "poller", *args)
+
+
+def scheduler_command(*args: str) -> list[str]:
+    return command("notifier", "scheduler", *args)
 
 
 def worker_command(*args: str) -> list[str]:
@@ -166,6 +170,7 @@ def run_dev(*, seconds: float | None, outbox: str, keep_running: bool = False) -
         processes = [
             subprocess.Popen(poller_command(), env=env, start_new_session=True),
             subprocess.Popen(worker_command(), env=env, start_new_session=True),
+            subprocess.Popen(scheduler_command(), env=env, start_new_session=True),
         ]
         deadline = None if seconds is None else time.monotonic() + seconds
         rows: list[dict[str, Any]] = []
