@@ -42,24 +42,47 @@ def main() -> None:
 
     \b
     Processes:  notifier poller | rq worker -c notifier.rq_settings | notifier dev
-    Schema:     notifier migrate [--dry-run]
+    Schema:     notifier migrate [--dry-run | --check]
+    Switching:  notifier adopt [--dry-run] | notifier handback  (docs/migrating.md)
+    Operations: notifier web | status | pause | resume | retry | cancel | export | cleanup
     Settings come from environment variables; see the README's configuration table.
     """
 
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Print the migrations that would be applied.")
-def migrate(dry_run: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Verify the installed schema (tables, functions, grants, RLS, policies); exit 1 if not.",
+)
+def migrate(dry_run: bool, check: bool) -> None:
     """Apply supabase/migrations to DATABASE_URL (idempotent).
 
     \b
     Examples:
       DATABASE_URL=postgresql://postgres@localhost/app notifier migrate
       notifier migrate --dry-run
+      notifier migrate --check     # exit 0 "schema OK", or 1 and the problems
     """
     from notifier import migrations
 
     url = _database_url(_settings())
+    if check:
+        import psycopg
+
+        from notifier.schema_check import check as check_schema
+
+        try:
+            problems = check_schema(url)
+        except psycopg.Error as error:
+            _fail(f"could not read the schema: {error}", 1)
+        for problem in problems:
+            click.echo(f"- {problem}")
+        if problems:
+            _fail(f"{len(problems)} schema problem(s) on {mask_url(url)}; see above", 1)
+        click.echo(f"schema OK on {mask_url(url)}")
+        return
     try:
         if dry_run:
             todo = migrations.pending(url)
@@ -165,6 +188,132 @@ def dev(seconds: float | None, outbox: str) -> None:
     except NotifierError as error:
         _fail(str(error), 1)
     sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--bullmq-url", default=None, help="Redis of the old BullMQ queue [default: REDIS_URL]"
+)
+@click.option("--queue", default="notification-queue", show_default=True, help="BullMQ queue name.")
+@click.option("--prefix", default="bull", show_default=True, help="BullMQ key prefix.")
+@click.option(
+    "--bullmq-dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="The old worker's directory (with node_modules/bullmq): remove jobs with BullMQ's own "
+    "Queue.remove through node [default: the current directory, if it has bullmq].",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")
+def adopt(
+    bullmq_url: str | None, queue: str, prefix: str, bullmq_dir: str | None, dry_run: bool
+) -> None:
+    """Take over the jobs the original worker (BullMQ) left in flight. Stop it first.
+
+    \b
+    Settles every `processing` job notifier never claimed by what BullMQ knows of it:
+    completed → sent/failed, failed → failed, waiting/prioritized/delayed/active → removed
+    from the old queue and pending; no trace → sent if a delivered log row exists, else
+    pending (outcome unknown: it may arrive twice). Idempotent. See docs/migrating.md.
+    Examples:
+      pm2 stop notification-worker
+      notifier adopt --dry-run
+      notifier adopt --bullmq-dir /srv/notification-worker
+    """
+    from pathlib import Path
+
+    import psycopg
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from notifier import adopt as adoption
+    from notifier.runtime import build_store
+
+    settings = _settings()
+    _database_url(settings)
+    try:
+        url = bullmq_url or settings.require_redis_url()
+    except ConfigError as error:
+        _fail(f"{error} (or pass --bullmq-url)")
+    directory = Path(bullmq_dir or ".").resolve()
+    found = adoption.bullmq_version_in(directory)
+    if bullmq_dir and found is None:
+        _fail(f"node could not load bullmq and ioredis from {directory}; install node there")
+    redis = Redis.from_url(url, decode_responses=True)
+    old_queue = adoption.OldQueue(redis, queue, prefix)
+    remover: adoption.Remover = (
+        adoption.NodeRemover(found[0], directory, found[1], url, old_queue)
+        if found
+        else adoption.LuaRemover(old_queue)
+    )
+    store = build_store(settings, pool_size=1)
+    try:
+        report = adoption.adopt(store, old_queue, remover, dry_run=dry_run)
+        click.echo(report.render())
+        if report.applied and not report.problems and store.handed_back():
+            store.set_paused(False)
+            click.echo("claims resumed (they were paused by notifier handback)")
+    except adoption.AdoptionError as error:
+        _fail(str(error), 1)
+    except RedisError as error:
+        _fail(f"the old queue's Redis ({mask_url(url)}) failed: {error}", 1)
+    except psycopg.Error as error:
+        _fail(f"the database failed: {error}", 1)
+    finally:
+        store.close()
+        redis.close()
+    if report.problems:
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the attempts notifier workers are making.",
+)
+def handback(timeout: float) -> None:
+    """Give the queue back to the original worker (the rollback of `notifier adopt`).
+
+    \b
+    Pauses claims, returns queued (and digest) jobs to statuses the original worker knows,
+    settles expired leases as the reaper does, and waits for attempts in flight. Afterwards
+    no job has a status outside pending, processing, sent, failed, skipped, cancelled.
+    Exit 1 if attempts are still in flight at the timeout. Idempotent.
+    Example:
+      notifier handback
+      pm2 stop notifier-poller notifier-worker notifier-scheduler
+      pm2 start notification-worker
+    """
+    import psycopg
+
+    from notifier.handback import hand_back
+    from notifier.runtime import build_store
+
+    settings = _settings()
+    _database_url(settings)
+    store = build_store(settings, pool_size=1)
+    try:
+        report = hand_back(store, unknown_outcome=settings.unknown_outcome, timeout=timeout)
+    except psycopg.Error as error:
+        _fail(f"the database failed: {error}", 1)
+    finally:
+        store.close()
+    click.echo(report.render())
+    if not report.complete:
+        sys.exit(1)
+
+
+def _add_operations_commands() -> None:
+    """web, status, pause, resume, retry, cancel, export, cleanup (notifier/ops_cli.py)."""
+    from notifier.ops_cli import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_operations_commands()
 
 
 if __name__ == "__main__":

@@ -94,6 +94,28 @@ class Settings(BaseSettings):
         None, validation_alias=_env("NOTIFIER_DB_PREPARED_STATEMENTS")
     )
 
+    # Operations: the web process (/health, /metrics) and its degraded thresholds.
+    web_host: str = Field("0.0.0.0", validation_alias=_env("NOTIFIER_WEB_HOST"))
+    web_threads: int = Field(8, ge=1, le=64, validation_alias=_env("NOTIFIER_WEB_THREADS"))
+    health_timeout: float = Field(
+        0.8, gt=0, le=30, validation_alias=_env("NOTIFIER_HEALTH_TIMEOUT")
+    )
+    health_worker_stale_seconds: int = Field(
+        480, ge=1, validation_alias=_env("NOTIFIER_HEALTH_WORKER_STALE_SECONDS")
+    )
+    health_max_backlog: int = Field(
+        1000, ge=0, validation_alias=_env("NOTIFIER_HEALTH_MAX_BACKLOG")
+    )
+    health_max_failed_24h: int = Field(
+        100, ge=0, validation_alias=_env("NOTIFIER_HEALTH_MAX_FAILED_24H")
+    )
+    health_max_due_age_seconds: int = Field(
+        300, ge=1, validation_alias=_env("NOTIFIER_HEALTH_MAX_DUE_AGE_SECONDS")
+    )
+    metrics_window_seconds: int = Field(
+        3600, ge=60, le=7 * 24 * 3600, validation_alias=_env("NOTIFIER_METRICS_WINDOW_SECONDS")
+    )
+
     @model_validator(mode="after")
     def _check_across_fields(self) -> Settings:
         if self.lease_seconds <= 3 * self.provider_timeout:

@@ -240,6 +240,87 @@ class JobStore:
         digests it created."""
         return int(self._scalar("create_digest_jobs") or 0)
 
+    def set_paused(
+        self, paused: bool, by: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        """Pause (no poller claims anything) or resume; returns the control row as it now is."""
+        rows = self._caller.call(
+            "set_notifier_paused", {"p_paused": paused, "p_by": by, "p_reason": reason}
+        )
+        return dict(rows[0]) if rows else {"paused": paused}
+
+    def retry_failed(
+        self,
+        since: datetime | None = None,
+        reason_like: str | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """Failed jobs back to pending with a fresh attempt budget; returns how many."""
+        return int(
+            self._scalar(
+                "retry_failed_notification_jobs",
+                p_since=None if since is None else since.isoformat(),
+                p_reason_like=reason_like,
+                p_dry_run=dry_run,
+            )
+            or 0
+        )
+
+    def adoptable_jobs(self) -> list[dict[str, Any]]:
+        """`processing` jobs notifier never claimed: what the original worker left in flight."""
+        rows = self._caller.call("list_adoptable_notification_jobs", {})
+        return [
+            {
+                "job_id": str(row["id"]),
+                "retry_count": int(row["retry_count"]),
+                "max_retries": int(row["max_retries"]),
+                "has_delivered_log": bool(row["has_delivered_log"]),
+            }
+            for row in rows
+        ]
+
+    def job_statuses(self, job_ids: list[str]) -> dict[str, str]:
+        """The status of each of these jobs that exists."""
+        rows = self._caller.call("notification_job_statuses", {"p_ids": job_ids})
+        return {str(row["id"]): str(row["status"]) for row in rows}
+
+    def adopt(
+        self,
+        job_id: str,
+        outcome: str,
+        *,
+        message_id: str | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+        processed_at: datetime | None = None,
+        attempts: int = 0,
+    ) -> str | None:
+        """Settle a job the original worker left `processing`; returns its new status, or None
+        when it is no longer such a job (adopted already)."""
+        status = self._scalar(
+            "adopt_notification_job",
+            p_job_id=job_id,
+            p_outcome=outcome,
+            p_message_id=message_id,
+            p_reason=reason,
+            p_details=details or {},
+            p_processed_at=None if processed_at is None else processed_at.isoformat(),
+            p_attempts=attempts,
+        )
+        return None if status is None else str(status)
+
+    def handed_back(self) -> bool:
+        """Whether claims are paused by `notifier handback` (not by an operator's pause)."""
+        return bool(self._scalar("notifier_handed_back"))
+
+    def hand_back(self, unknown_outcome: str) -> dict[str, int]:
+        """Pause claims and return what notifier holds to the original six statuses; the
+        `in_flight` count is what notifier workers are still sending."""
+        rows = self._caller.call(
+            "hand_back_notification_jobs", {"p_unknown_outcome": unknown_outcome}
+        )
+        return {str(row["outcome"]): int(row["job_count"]) for row in rows}
+
 
 def _job_context(row: dict[str, Any]) -> JobContext:
     group_id = row.get("group_id")
