@@ -4,35 +4,15 @@ stops it with one line that names it (exit code 2)."""
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
 
 import click
 
 from notifier import __version__
-from notifier.config import Settings, load_settings, mask_url
+from notifier.cli_common import database_url_or_exit as _database_url
+from notifier.cli_common import fail as _fail
+from notifier.cli_common import settings_or_exit as _settings
+from notifier.config import mask_url
 from notifier.errors import ConfigError, NotifierError
-from notifier.log import configure
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"notifier: {message}", err=True)
-    sys.exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        _fail(str(error))
-    configure(settings.log_format, settings.log_level)
-    return settings
-
-
-def _database_url(settings: Settings) -> str:
-    try:
-        return settings.require_database_url()
-    except ConfigError as error:
-        _fail(str(error))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,39 +15,17 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 import click
 
-from notifier.config import Settings, load_settings
-from notifier.errors import ConfigError
-from notifier.log import configure
+from notifier.cli_common import database_url_or_exit as _database_url
+from notifier.cli_common import fail as _fail
+from notifier.cli_common import settings_or_exit as _settings
+from notifier.config import Settings
 from notifier.redaction import Redactor, endpoint, plain
 
 JOB_STATUSES = ("pending", "queued", "processing", "sent", "failed", "skipped", "cancelled")
-
-
-def _fail(message: str, code: int = 2, settings: Settings | None = None) -> NoReturn:
-    if settings is not None:
-        message = Redactor.for_settings(settings)(message)
-    click.echo(f"notifier: {message}", err=True)
-    sys.exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        _fail(str(error))
-    configure(settings.log_format, settings.log_level)
-    return settings
-
-
-def _database_url(settings: Settings) -> str:
-    try:
-        return settings.require_database_url()
-    except ConfigError as error:
-        _fail(str(error))
 
 
 def _echo(settings: Settings, text: str, *, err: bool = False) -> None:

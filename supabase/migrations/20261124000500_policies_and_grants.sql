@@ -74,28 +74,33 @@ grant all on notification_jobs, notification_delivery_logs, notification_prefere
   digest_schedules, notifier_schema_migrations to service_role;
 
 -- Functions: nobody by default (Supabase grants execute on new functions to anon and
--- authenticated through default privileges, so revoke from them explicitly).
-do $$
+-- authenticated through default privileges, so revoke from them explicitly). Later migrations
+-- call the same procedure for the functions they add.
+create or replace procedure notifier_restrict_to_service_role(variadic p_names text[])
+language plpgsql set search_path = public, pg_temp as $$
 declare
   f record;
 begin
   for f in
     select p.oid::regprocedure as sig from pg_proc p
-     where p.pronamespace = 'public'::regnamespace
-       and p.proname in ('enqueue_notification_job', 'claim_notification_jobs',
-         'start_notification_attempts', 'release_notification_claims', 'notifier_log_attempt', 'complete_notification_job',
-         'retry_notification_job', 'fail_notification_job', 'skip_notification_job',
-         'defer_notification_job', 'release_expired_notification_leases',
-         'cancel_notification_job', 'cleanup_notification_data', 'create_digest_jobs',
-         'notification_jobs_notify_due', 'notifier_owned_recipient_ids', 'notifier_owns_group',
-         'notifier_caller_is_end_user', 'record_unknown_notification_outcome',
-         'notification_urgency_rank', 'notification_content_max_bytes')
+     where p.pronamespace = 'public'::regnamespace and p.proname = any(p_names) and p.prokind = 'f'
   loop
     execute format('revoke all on function %s from public, anon, authenticated', f.sig);
     execute format('grant execute on function %s to service_role', f.sig);
   end loop;
 end
 $$;
+revoke all on procedure notifier_restrict_to_service_role(text[]) from public, anon, authenticated;
+
+call notifier_restrict_to_service_role(
+  'enqueue_notification_job', 'claim_notification_jobs', 'start_notification_attempts',
+  'release_notification_claims', 'notifier_log_attempt', 'complete_notification_job',
+  'retry_notification_job', 'fail_notification_job', 'skip_notification_job',
+  'defer_notification_job', 'release_expired_notification_leases', 'cancel_notification_job',
+  'cleanup_notification_data', 'create_digest_jobs', 'notification_jobs_notify_due',
+  'notifier_owned_recipient_ids', 'notifier_owns_group', 'notifier_caller_is_end_user',
+  'record_unknown_notification_outcome', 'notification_urgency_rank',
+  'notification_content_max_bytes');
 
 -- End users: enqueue for their own recipients, cancel their own pending jobs. The helpers the
 -- policies and enqueue call must be executable by them too.

@@ -486,21 +486,9 @@ $$;
 -- Functions: service_role only (Supabase's default privileges would give new functions to
 -- anon and authenticated). enqueue_notification_job keeps the grant owners have from
 -- 20261124000500; the schedule trigger runs as its owner, so owners need nothing here.
-do $$
-declare
-  f record;
-begin
-  for f in
-    select p.oid::regprocedure as sig from pg_proc p
-     where p.pronamespace = 'public'::regnamespace
-       and p.proname in ('digest_time_zone_problem', 'digest_schedule_problem',
-         'digest_local_to_instant', 'digest_next_run', 'digest_schedules_check', 'digest_holds_job',
-         'enqueue_notification_job', 'create_digest_jobs', 'cleanup_notification_data')
-  loop
-    execute format('revoke all on function %s from public, anon, authenticated', f.sig);
-    execute format('grant execute on function %s to service_role', f.sig);
-  end loop;
-end
-$$;
+call notifier_restrict_to_service_role(
+  'digest_time_zone_problem', 'digest_schedule_problem', 'digest_local_to_instant',
+  'digest_next_run', 'digest_schedules_check', 'digest_holds_job', 'enqueue_notification_job',
+  'create_digest_jobs', 'cleanup_notification_data');
 grant execute on function enqueue_notification_job(uuid, uuid, uuid, varchar, varchar, varchar, jsonb, integer, text)
   to authenticated;

@@ -238,20 +238,7 @@ create trigger notification_jobs_handed_back_insert
   for each row when (new.status not in ('pending', 'processing', 'sent', 'failed', 'skipped', 'cancelled'))
   execute function notification_jobs_handed_back_insert();
 
-do $$
-declare
-  f record;
-begin
-  for f in
-    select p.oid::regprocedure as sig from pg_proc p
-     where p.pronamespace = 'public'::regnamespace
-       and p.proname in ('list_adoptable_notification_jobs', 'notification_job_statuses',
-                         'adopt_notification_job', 'hand_back_notification_jobs',
-                         'notifier_handback_pauser', 'notifier_handed_back',
-                         'notification_jobs_handed_back_insert')
-  loop
-    execute format('revoke all on function %s from public, anon, authenticated', f.sig);
-    execute format('grant execute on function %s to service_role', f.sig);
-  end loop;
-end
-$$;
+call notifier_restrict_to_service_role(
+  'list_adoptable_notification_jobs', 'notification_job_statuses', 'adopt_notification_job',
+  'hand_back_notification_jobs', 'notifier_handback_pauser', 'notifier_handed_back',
+  'notification_jobs_handed_back_insert');
