@@ -206,6 +206,7 @@ def adopt(
     from redis.exceptions import RedisError
 
     from notifier import adopt as adoption
+    from notifier import bullmq
     from notifier.runtime import build_store
 
     settings = _settings()
@@ -215,15 +216,15 @@ def adopt(
     except ConfigError as error:
         _fail(f"{error} (or pass --bullmq-url)")
     directory = Path(bullmq_dir or ".").resolve()
-    found = adoption.bullmq_version_in(directory)
+    found = bullmq.bullmq_version_in(directory)
     if bullmq_dir and found is None:
         _fail(f"node could not load bullmq and ioredis from {directory}; install node there")
     redis = Redis.from_url(url, decode_responses=True)
-    old_queue = adoption.OldQueue(redis, queue, prefix)
-    remover: adoption.Remover = (
-        adoption.NodeRemover(found[0], directory, found[1], url, old_queue)
+    old_queue = bullmq.OldQueue(redis, queue, prefix)
+    remover: bullmq.Remover = (
+        bullmq.NodeRemover(found[0], directory, found[1], url, old_queue)
         if found
-        else adoption.LuaRemover(old_queue)
+        else bullmq.LuaRemover(old_queue)
     )
     store = build_store(settings, pool_size=1)
     try:
@@ -232,7 +233,7 @@ def adopt(
         if report.applied and not report.problems and store.handed_back():
             store.set_paused(False)
             click.echo("claims resumed (they were paused by notifier handback)")
-    except adoption.AdoptionError as error:
+    except (adoption.AdoptionError, bullmq.BullMQError) as error:
         _fail(str(error), 1)
     except RedisError as error:
         _fail(f"the old queue's Redis ({mask_url(url)}) failed: {error}", 1)

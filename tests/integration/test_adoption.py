@@ -27,7 +27,8 @@ from psycopg.types.json import Jsonb
 from redis import Redis
 
 from notifier import migrations
-from notifier.adopt import OldJob, verdict
+from notifier.adopt import verdict
+from notifier.bullmq import OldJob
 from notifier.devstack import command
 from notifier.localstack import LocalPostgres
 from notifier.store import JobStore
