@@ -26,6 +26,18 @@ $$;
 create or replace function notification_content_max_bytes() returns integer
 language sql immutable set search_path = pg_catalog as $$ select 65536 $$;
 
+-- Extension points later migrations replace (create or replace, same signature), so the state
+-- functions below are defined once: whether claiming is paused (operations), and the status a
+-- new job starts in (digests hold some jobs as `held`).
+create or replace function notifier_claims_paused() returns boolean
+language sql stable set search_path = pg_catalog as $$ select false $$;
+
+create or replace function notification_enqueue_status(
+  p_recipient_id uuid, p_group_id uuid, p_notification_type varchar, p_urgency_level varchar,
+  p_content jsonb
+) returns varchar
+language sql stable set search_path = pg_catalog as $$ select 'pending'::varchar $$;
+
 create or replace function enqueue_notification_job(
   p_recipient_id uuid,
   p_group_id uuid,
@@ -98,10 +110,12 @@ begin
   end if;
 
   insert into notification_jobs (recipient_id, group_id, update_id, notification_type,
-    urgency_level, delivery_method, content, scheduled_for, idempotency_key)
+    urgency_level, delivery_method, content, scheduled_for, idempotency_key, status)
   values (p_recipient_id, p_group_id, p_update_id, p_notification_type, p_urgency_level,
     p_delivery_method, p_content, now() + make_interval(mins => p_schedule_delay_minutes),
-    p_idempotency_key)
+    p_idempotency_key,
+    notification_enqueue_status(p_recipient_id, p_group_id, p_notification_type, p_urgency_level,
+                                p_content))
   on conflict (recipient_id, idempotency_key) where idempotency_key is not null do nothing
   returning id into v_job_id;
 
@@ -136,6 +150,9 @@ language plpgsql security definer set search_path = public, pg_temp as $$
 begin
   if p_limit is null or p_limit < 1 or p_lease_seconds is null or p_lease_seconds < 1 then
     raise exception 'claim_notification_jobs needs a positive limit and lease' using errcode = '22023';
+  end if;
+  if notifier_claims_paused() then
+    return;
   end if;
   return query
   with due as (

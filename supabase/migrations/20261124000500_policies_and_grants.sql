@@ -100,7 +100,7 @@ call notifier_restrict_to_service_role(
   'cleanup_notification_data', 'create_digest_jobs', 'notification_jobs_notify_due',
   'notifier_owned_recipient_ids', 'notifier_owns_group', 'notifier_caller_is_end_user',
   'record_unknown_notification_outcome', 'notification_urgency_rank',
-  'notification_content_max_bytes');
+  'notification_content_max_bytes', 'notifier_claims_paused', 'notification_enqueue_status');
 
 -- End users: enqueue for their own recipients, cancel their own pending jobs. The helpers the
 -- policies and enqueue call must be executable by them too.

@@ -1,8 +1,8 @@
 -- Operations: pause and resume claiming, retry failed jobs in bulk, and an index for the
 -- "finished in the last 24 h" figures of `notifier status`, /health and /metrics.
 -- Applies on an empty database and over the original schema with rows: it creates one table
--- (one row), adds one index, adds functions and redefines claim_notification_jobs with the
--- same signature and body plus the pause check. Nothing here drops or rewrites user data.
+-- (one row), adds one index, adds functions and replaces the pause extension point that
+-- claim_notification_jobs calls. Nothing here drops or rewrites user data.
 
 -- One row: whether pollers may claim. Kept in Postgres so a pause survives every restart and
 -- holds for every poller at once. Read only by notifier's functions and the service role.
@@ -58,7 +58,8 @@ begin
 end
 $$;
 
--- True while claiming is paused. FOR SHARE: see set_notifier_paused.
+-- True while claiming is paused: replaces the extension point of 20261124000400, which
+-- claim_notification_jobs calls. FOR SHARE: see set_notifier_paused.
 create or replace function notifier_claims_paused() returns boolean
 language plpgsql security definer set search_path = public, pg_temp as $$
 declare
@@ -69,36 +70,6 @@ begin
 end
 $$;
 
--- pending → queued, as in 20261124000400_job_functions.sql, except that it claims nothing
--- while claiming is paused (set_notifier_paused). Same signature, so existing grants and
--- callers are unchanged.
-create or replace function claim_notification_jobs(
-  p_limit integer, p_lease_seconds integer, p_claimed_by text default null
-) returns table (id uuid, lease_token uuid, urgency_level varchar, delivery_method varchar)
-language plpgsql security definer set search_path = public, pg_temp as $$
-begin
-  if p_limit is null or p_limit < 1 or p_lease_seconds is null or p_lease_seconds < 1 then
-    raise exception 'claim_notification_jobs needs a positive limit and lease' using errcode = '22023';
-  end if;
-  if notifier_claims_paused() then
-    return;
-  end if;
-  return query
-  with due as (
-    select j.id from notification_jobs j
-    where j.status = 'pending' and j.scheduled_for <= now()
-    order by notification_urgency_rank(j.urgency_level), j.scheduled_for, j.id
-    limit p_limit
-    for update skip locked
-  )
-  update notification_jobs j
-     set status = 'queued', lease_token = gen_random_uuid(),
-         locked_until = now() + make_interval(secs => p_lease_seconds),
-         locked_by = p_claimed_by, updated_at = now()
-    from due where j.id = due.id
-  returning j.id, j.lease_token, j.urgency_level, j.delivery_method;
-end
-$$;
 
 -- failed → pending, due now, with a fresh attempt budget (retry_count 0), for the operator's
 -- `notifier retry --failed`. Filters: failed at or after p_since (processed_at), and a
@@ -133,14 +104,6 @@ begin
 end
 $$;
 
--- Functions: the service role only (Supabase grants execute on new functions to anon and
--- authenticated through default privileges, so revoke from them explicitly).
-revoke all on function set_notifier_paused(boolean, text, text) from public, anon, authenticated;
-revoke all on function notifier_claims_paused() from public, anon, authenticated;
-revoke all on function retry_failed_notification_jobs(timestamptz, text, boolean)
-  from public, anon, authenticated;
-revoke all on function claim_notification_jobs(integer, integer, text) from public, anon, authenticated;
-grant execute on function set_notifier_paused(boolean, text, text) to service_role;
-grant execute on function notifier_claims_paused() to service_role;
-grant execute on function retry_failed_notification_jobs(timestamptz, text, boolean) to service_role;
-grant execute on function claim_notification_jobs(integer, integer, text) to service_role;
+-- Functions: the service role only.
+call notifier_restrict_to_service_role(
+  'set_notifier_paused', 'notifier_claims_paused', 'retry_failed_notification_jobs');
