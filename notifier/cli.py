@@ -45,12 +45,12 @@ def migrate(dry_run: bool, check: bool) -> None:
       notifier migrate --dry-run
       notifier migrate --check     # exit 0 "schema OK", or 1 and the problems
     """
+    import psycopg
+
     from notifier import migrations
 
     url = _database_url(_settings())
     if check:
-        import psycopg
-
         from notifier.schema_check import check as check_schema
 
         try:
@@ -71,8 +71,12 @@ def migrate(dry_run: bool, check: bool) -> None:
             click.echo(f"{len(todo)} migration(s) pending on {mask_url(url)}")
             return
         applied = migrations.apply(url, on_applied=lambda m: click.echo(f"applied {m.path.name}"))
+        with psycopg.connect(url) as conn:
+            changed = migrations.changed_since_applied(conn)
     except NotifierError as error:
         _fail(str(error), 1)
+    for migration in changed:
+        click.echo(f"warning: {migration.path.name} changed after it was applied", err=True)
     click.echo(f"{len(applied)} migration(s) applied to {mask_url(url)}")
 
 

@@ -10,8 +10,10 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "migrations"
 _LOCK_KEY = 0x6E6F7469  # "noti": one advisory lock for all notifier migration runs
@@ -50,11 +52,27 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def applied_versions(conn: psycopg.Connection[tuple[object, ...]]) -> set[str]:
-    exists = conn.execute("select to_regclass('public.notifier_schema_migrations')").fetchone()
+def applied_versions(conn: psycopg.Connection[Any]) -> set[str]:
+    return set(_recorded(conn))
+
+
+def changed_since_applied(
+    conn: psycopg.Connection[Any], directory: Path = MIGRATIONS_DIR
+) -> list[Migration]:
+    """Applied migrations whose file no longer matches what was applied (edited afterwards):
+    the database keeps the old definitions, so the schema may differ from the files."""
+    recorded = _recorded(conn)
+    return [m for m in discover(directory) if recorded.get(m.version, m.checksum) != m.checksum]
+
+
+def _recorded(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """Applied versions and their checksums (none before the first `notifier migrate`)."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    exists = cursor.execute("select to_regclass('public.notifier_schema_migrations')").fetchone()
     if exists is None or exists[0] is None:
-        return set()
-    return {str(row[0]) for row in conn.execute("select version from notifier_schema_migrations")}
+        return {}
+    rows = cursor.execute("select version, checksum from notifier_schema_migrations").fetchall()
+    return {str(version): str(checksum) for version, checksum in rows}
 
 
 def pending(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from notifier.migrations import MIGRATIONS_DIR
+from notifier.migrations import MIGRATIONS_DIR, changed_since_applied
 
 END_USERS = ("anon", "authenticated")
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
@@ -118,13 +118,39 @@ def _read_migration(text: str, expected: ExpectedSchema) -> None:
 def check(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Every way the schema at `database_url` differs from what the migrations build."""
     expected = expected_schema(directory)
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+    with psycopg.connect(database_url, row_factory=dict_row, connect_timeout=10) as conn:
         return [
             *_check_tables(conn, expected),
             *_check_functions(conn, expected),
+            *_check_triggers(conn, directory),
             *_check_table_privileges(conn, expected),
             *_check_row_level_security(conn, expected),
+            *(
+                f"migration {m.path.name} changed after it was applied; the database keeps "
+                "the old definitions: restore the file, or add a new migration with the change"
+                for m in changed_since_applied(conn, directory)
+            ),
         ]
+
+
+_TRIGGER = re.compile(
+    r"create\s+trigger\s+([a-z_][a-z0-9_]*)\s.*?\son\s+(?:public\.)?([a-z_][a-z0-9_]*)", re.I | re.S
+)
+
+
+def _check_triggers(conn: psycopg.Connection[Any], directory: Path) -> list[str]:
+    """The triggers the migrations create (wake-ups, digest schedule checks, handback)."""
+    wanted = {
+        (match.group(1), match.group(2))
+        for path in sorted(directory.glob("*.sql"))
+        for match in _TRIGGER.finditer(path.read_text(encoding="utf-8"))
+    }
+    rows = conn.execute(
+        "select t.tgname, c.relname from pg_trigger t join pg_class c on c.oid = t.tgrelid "
+        "where not t.tgisinternal and c.relnamespace = 'public'::regnamespace"
+    ).fetchall()
+    present = {(row["tgname"], row["relname"]) for row in rows}
+    return [f"trigger {name} on {table} is missing" for name, table in sorted(wanted - present)]
 
 
 def _check_tables(conn: psycopg.Connection[Any], expected: ExpectedSchema) -> list[str]:
