@@ -8,8 +8,10 @@ lease token, these never do) are settled by what BullMQ still knows of them:
   completed, success true        → sent (message_id from the return value)
   completed, success false       → failed (its `error`)
   failed (attempts exhausted)    → failed (BullMQ's failedReason)
-  waiting, prioritized, delayed  → removed from the old queue, then pending
-  active                         → removed from the old queue, then as "no trace"
+  waiting, prioritized, delayed  → removed from the old queue, then pending (sent if a
+  with no attempt made             `delivered` log row exists)
+  active, or waiting/delayed     → removed from the old queue, then as "no trace": the attempt
+  after an attempt                 made may have reached the provider
   no trace (completed jobs are   → sent if a `delivered` log row exists, else pending with
   removed after a while)           metadata.unknown_outcome: delivered again, at least once
 
@@ -58,7 +60,9 @@ def verdict(job_id: str, old: OldJob | None) -> Verdict:
         return Verdict(job_id, "no trace", "unknown")
     state, attempts, finished = old.state, old.attempts, old.finished_at()
     if state in ("active", *WAITING_STATES):
-        outcome = "unknown" if state == "active" else "pending"
+        # Delayed for a retry (or stalled back to waiting) after an attempt: that attempt may
+        # have been accepted by the provider before it failed, so its outcome is unknown.
+        outcome = "unknown" if state == "active" or attempts > 0 else "pending"
         return Verdict(job_id, state, outcome, remove=True, attempts=attempts)
     if state == "failed":
         reason = old.fields.get("failedReason") or "failed in the original worker"
@@ -192,8 +196,8 @@ def _preflight(queue: OldQueue, old_jobs: dict[str, OldJob]) -> list[str]:
 
 
 def _planned(item: Verdict, has_delivered_log: bool) -> str:
-    if item.outcome == "unknown":
-        return _result(item, "sent" if has_delivered_log else "pending")
+    if item.outcome in ("unknown", "pending") and has_delivered_log:
+        return _result(item, "sent")  # adopt_notification_job: a delivered log row wins
     return _result(item, item.outcome)
 
 
@@ -203,9 +207,9 @@ def _result(item: Verdict, status: str | None) -> str:
     removed = ", removed from old queue" if item.remove else ""
     if item.bullmq_state == "completed" and status == "failed":
         return "failed (it returned success: false)"
+    if item.outcome in ("unknown", "pending") and status == "sent":
+        return f"sent (a delivered log row exists){removed}"
     if item.outcome == "unknown":
-        if status == "sent":
-            return f"sent (a delivered log row exists){removed}"
         return f"pending, outcome unknown: may duplicate{removed}"
     return f"{status}{removed}"
 

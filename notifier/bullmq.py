@@ -19,15 +19,30 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 from redis import Redis
 from redis.exceptions import ResponseError
 
+from notifier.config import mask_url
 from notifier.errors import NotifierError
 
 
 class BullMQError(NotifierError):
     """The old queue could not be read or changed as expected."""
+
+
+def masked(text: str, url: str) -> str:
+    """`text` with the old queue's URL masked (`mask_url`) and its password, wherever it
+    appears on its own (in node's error output, say), replaced by `***`."""
+    text = text.replace(url, mask_url(url))
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    for secret in {password, unquote(password)} if password else ():
+        text = text.replace(secret, "***")
+    return text
 
 
 DEFAULT_QUEUE = "notification-queue"
@@ -230,7 +245,8 @@ class NodeRemover:
             check=False,
         )
         if done.returncode != 0:
-            raise BullMQError(f"node could not remove jobs with BullMQ: {done.stderr.strip()}")
+            error = masked(done.stderr.strip(), self._url)
+            raise BullMQError(f"node could not remove jobs with BullMQ: {error}")
         return {str(k): bool(v) for k, v in json.loads(done.stdout).items()}
 
 

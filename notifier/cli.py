@@ -195,9 +195,10 @@ def adopt(
 
     \b
     Settles every `processing` job notifier never claimed by what BullMQ knows of it:
-    completed → sent/failed, failed → failed, waiting/prioritized/delayed/active → removed
-    from the old queue and pending; no trace → sent if a delivered log row exists, else
-    pending (outcome unknown: it may arrive twice). Idempotent. See docs/migrating.md.
+    completed → sent/failed; failed → failed; waiting/prioritized/delayed with no attempt
+    made → removed from the old queue, then pending; active, or waiting after an attempt →
+    removed, then like no trace: sent if a delivered log row exists, else pending (outcome
+    unknown: it may arrive twice). Idempotent. See docs/migrating.md.
     Examples:
       pm2 stop notification-worker
       notifier adopt --dry-run
@@ -238,11 +239,11 @@ def adopt(
             store.set_paused(False)
             click.echo("claims resumed (they were paused by notifier handback)")
     except (adoption.AdoptionError, bullmq.BullMQError) as error:
-        _fail(str(error), 1)
+        _fail(bullmq.masked(str(error), url), 1, settings)
     except RedisError as error:
-        _fail(f"the old queue's Redis ({mask_url(url)}) failed: {error}", 1)
+        _fail(bullmq.masked(f"the old queue's Redis ({url}) failed: {error}", url), 1, settings)
     except psycopg.Error as error:
-        _fail(f"the database failed: {error}", 1)
+        _fail(bullmq.masked(f"the database failed: {error}", url), 1, settings)
     finally:
         store.close()
         redis.close()

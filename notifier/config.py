@@ -96,9 +96,16 @@ class Settings(BaseSettings):
 
     # Operations: the web process (/health, /metrics) and its degraded thresholds.
     web_host: str = Field("0.0.0.0", validation_alias=_env("NOTIFIER_WEB_HOST"))
+    # When set, /health/redis and /metrics need `Authorization: Bearer <token>`, and /health
+    # without it shows only its status.
+    web_token: SecretStr | None = Field(None, validation_alias=_env("NOTIFIER_WEB_TOKEN"))
     web_threads: int = Field(8, ge=1, le=64, validation_alias=_env("NOTIFIER_WEB_THREADS"))
     health_timeout: float = Field(
         0.8, gt=0, le=30, validation_alias=_env("NOTIFIER_HEALTH_TIMEOUT")
+    )
+    # How long one probe's answer serves other /health and /metrics requests.
+    health_cache_seconds: float = Field(
+        1.0, ge=0, le=60, validation_alias=_env("NOTIFIER_HEALTH_CACHE_SECONDS")
     )
     health_worker_stale_seconds: int = Field(
         480, ge=1, validation_alias=_env("NOTIFIER_HEALTH_WORKER_STALE_SECONDS")

@@ -7,6 +7,8 @@ whole job table.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,28 +24,35 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 def connect(
-    database_url: str,
-    *,
-    connect_timeout: float,
-    statement_timeout: float | None,
-    application_name: str = "notifier-ops",
+    database_url: str, *, connect_timeout: float, application_name: str = "notifier-ops"
 ) -> DictConnection:
     """An autocommit connection with dict rows that gives up on time.
 
+    No `options` startup parameter: PgBouncer and Supavisor (Supabase's pooler, port 6543)
+    reject or drop it, so statement timeouts are set per transaction by `bounded`.
     libpq waits at least 2 s to connect whatever `connect_timeout` says; callers that must
-    answer sooner run this in a thread with their own deadline (notifier/health.py).
+    answer sooner run this in a thread with their own deadline (notifier/probes.py).
     """
-    options = None
-    if statement_timeout is not None:
-        options = f"-c statement_timeout={max(1, int(statement_timeout * 1000))}"
     return psycopg.connect(
         database_url,
         autocommit=True,
         row_factory=dict_row,
         connect_timeout=max(2, math.ceil(connect_timeout)),
-        options=options,
         application_name=application_name,
     )
+
+
+@contextmanager
+def bounded(conn: DictConnection, statement_timeout: float) -> Iterator[DictConnection]:
+    """A transaction whose statements Postgres cancels after `statement_timeout` seconds.
+
+    `set_config(..., true)` is transaction-local, so it holds behind a transaction pooler too
+    and never outlives the transaction on a pooled server connection.
+    """
+    with conn.transaction():
+        milliseconds = max(1, int(statement_timeout * 1000))
+        conn.execute("select set_config('statement_timeout', %s, true)", (f"{milliseconds}ms",))
+        yield conn
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,7 @@ class MetricRows:
     finished: list[dict[str, Any]]  # status, method, n (reached that status in the last 24 h)
     due: list[dict[str, Any]]  # method, n, awaiting_retry
     oldest_due_seconds: float | None
+    oldest_held_seconds: float | None  # the oldest job held for a digest
     deliveries: list[dict[str, Any]]  # provider, method, outcome, n, retries (in the window)
     latency: dict[str, Histogram]  # provider → scheduled_for → accepted
     duration: dict[str, Histogram]  # provider → provider request time
@@ -129,7 +139,13 @@ select 'pending' as status, delivery_method as method, count(*) as n
   from notification_jobs where status = 'pending' group by delivery_method
 union all
 select status, delivery_method, count(*) from notification_jobs
- where status in ('queued', 'processing') group by status, delivery_method
+ where status in ('queued', 'processing', 'held') group by status, delivery_method
+"""
+
+# notification_jobs_held_idx (digests migration) covers held rows only.
+_OLDEST_HELD = """
+select extract(epoch from now() - min(created_at))::float8 as oldest
+  from notification_jobs where status = 'held'
 """
 
 _FINISHED = """
@@ -191,11 +207,13 @@ def read_metric_rows(conn: DictConnection, window_seconds: int) -> MetricRows:
     paused = conn.execute(
         "select coalesce(bool_or(paused), false) as paused from notifier_control"
     ).fetchone()
+    held = conn.execute(_OLDEST_HELD).fetchone()
     return MetricRows(
         active=conn.execute(_ACTIVE).fetchall(),
         finished=conn.execute(_FINISHED).fetchall(),
         due=due,
         oldest_due_seconds=max(oldest) if oldest else None,
+        oldest_held_seconds=held["oldest"] if held else None,
         deliveries=conn.execute(_DELIVERIES, window).fetchall(),
         latency=_histograms(conn, _LATENCY, window_seconds, LATENCY_BUCKETS),
         duration=_histograms(conn, _DURATION, window_seconds, DURATION_BUCKETS),

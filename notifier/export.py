@@ -54,8 +54,7 @@ def export_jobs(
         "with_logs": with_logs,
     }
     written = 0
-    conn = connect(database_url, connect_timeout=5.0, statement_timeout=None,
-                   application_name="notifier-export")  # fmt: skip
+    conn = connect(database_url, connect_timeout=5.0, application_name="notifier-export")
     try:
         count = conn.execute(_COUNT, params).fetchone()
         on_start(int(count["n"]) if count else 0)

@@ -33,6 +33,7 @@ def observe(settings: Settings) -> Observation:
     probes = run_probes(
         {"redis": redis_task(settings), "database": database_task(settings, read_backlog)},
         settings.health_timeout,
+        settings.health_cache_seconds,
     )
     return Observation(
         redis=probes["redis"],

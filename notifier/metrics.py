@@ -27,8 +27,8 @@ from notifier.queues import QUEUE_NAMES
 from notifier.redis_state import REGISTRIES, RedisState
 
 BREAKER_STATES = ("closed", "half-open", "open")
-JOB_STATUSES = ("pending", "queued", "processing")
-FINISHED_STATUSES = ("sent", "failed", "skipped", "cancelled")
+JOB_STATUSES = ("pending", "queued", "processing", "held")
+FINISHED_STATUSES = ("sent", "failed", "skipped", "cancelled", "digested")
 METHODS = ("email", "sms", "whatsapp", "push")
 
 
@@ -57,6 +57,7 @@ class NotifierCollector(Collector):
                 ),
             },
             settings.health_timeout,
+            settings.health_cache_seconds,
         )
         up = GaugeMetricFamily(
             "notifier_up",
@@ -159,14 +160,16 @@ def _redis_metrics(redis: RedisState, providers: tuple[str, ...]) -> Iterator[Me
 def _database_metrics(rows: MetricRows, window: str) -> Iterator[Metric]:
     jobs = GaugeMetricFamily(
         "notifier_jobs",
-        "Jobs pending (due or scheduled), queued or processing now, by delivery method",
+        "Jobs pending (due or scheduled), queued, processing or held for a digest now, by "
+        "delivery method",
         labels=["status", "method"],
     )
     _fill(jobs, rows.active, JOB_STATUSES)
     yield jobs
     finished = GaugeMetricFamily(
         "notifier_jobs_finished_24h",
-        "Jobs that became sent, failed, skipped or cancelled in the last 24 h, by method",
+        "Jobs that became sent, failed, skipped, cancelled or digested (carried by a digest) in "
+        "the last 24 h, by method",
         labels=["status", "method"],
     )
     _fill(finished, rows.finished, FINISHED_STATUSES)
@@ -191,6 +194,11 @@ def _database_metrics(rows: MetricRows, window: str) -> Iterator[Metric]:
         "notifier_backlog_oldest_due_seconds",
         "How long the oldest pending due job has been waiting (0 when none is due)",
         value=max(0.0, rows.oldest_due_seconds or 0.0),
+    )
+    yield GaugeMetricFamily(
+        "notifier_held_oldest_seconds",
+        "How long the oldest job held for a digest has been held (0 when none is)",
+        value=max(0.0, rows.oldest_held_seconds or 0.0),
     )
     yield GaugeMetricFamily(
         "notifier_paused", "1 while claiming is paused (notifier pause)", value=float(rows.paused)

@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from psycopg import sql
-from psycopg.types.json import Jsonb
-
-from notifier.db_state import DictConnection, connect, read_backlog
+from notifier.db_state import DictConnection, bounded, connect, read_backlog
 from notifier.store import JobStore
+from notifier.store.postgres import adapt_argument, function_call_query
 
 OPS_CONNECT_TIMEOUT = 5.0
 OPS_STATEMENT_TIMEOUT = 300.0  # a bulk retry or cleanup may touch many rows
@@ -30,19 +28,20 @@ _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class ConnectionCaller:
-    """`FunctionCaller` over one connection (see notifier/store/base.py)."""
+    """`FunctionCaller` over one connection (see notifier/store/base.py); each call is its own
+    transaction, cancelled after `statement_timeout` seconds."""
 
-    def __init__(self, conn: DictConnection) -> None:
+    def __init__(
+        self, conn: DictConnection, statement_timeout: float = OPS_STATEMENT_TIMEOUT
+    ) -> None:
         self._conn = conn
+        self._statement_timeout = statement_timeout
 
     def call(self, function: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        arguments = sql.SQL(", ").join(
-            sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name))
-            for name in params
-        )
-        query = sql.SQL("select * from {}({})").format(sql.Identifier(function), arguments)
-        values = {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in params.items()}
-        return self._conn.execute(query, values).fetchall()
+        query = function_call_query(function, tuple(params))
+        values = {name: adapt_argument(value) for name, value in params.items()}
+        with bounded(self._conn, self._statement_timeout):
+            return self._conn.execute(query, values).fetchall()
 
     def close(self) -> None:
         self._conn.close()
@@ -51,12 +50,8 @@ class ConnectionCaller:
 @contextmanager
 def open_store(database_url: str) -> Iterator[tuple[JobStore, DictConnection]]:
     """A job store and its connection, closed on exit."""
-    conn = connect(
-        database_url,
-        connect_timeout=OPS_CONNECT_TIMEOUT,
-        statement_timeout=OPS_STATEMENT_TIMEOUT,
-        application_name="notifier-ops",
-    )
+    conn = connect(database_url, connect_timeout=OPS_CONNECT_TIMEOUT,
+                   application_name="notifier-ops")  # fmt: skip
     store = JobStore(ConnectionCaller(conn))
     try:
         yield store, conn

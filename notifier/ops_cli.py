@@ -25,7 +25,10 @@ from notifier.cli_common import settings_or_exit as _settings
 from notifier.config import Settings
 from notifier.redaction import Redactor, endpoint, plain
 
-JOB_STATUSES = ("pending", "queued", "processing", "sent", "failed", "skipped", "cancelled")
+JOB_STATUSES = (
+    "pending", "queued", "processing", "sent", "failed", "skipped", "cancelled", "held",
+    "digested",
+)  # fmt: skip
 
 
 def _echo(settings: Settings, text: str, *, err: bool = False) -> None:
@@ -98,7 +101,11 @@ def status(as_json: bool) -> None:
 
     settings = _settings()
     report = collect(settings)
-    _echo(settings, json.dumps(report, indent=2, default=str) if as_json else render(report))
+    if as_json:  # redacted value by value: JSON escaping could hide a secret from _echo
+        redacted = Redactor.for_settings(settings).value(report)
+        _echo(settings, json.dumps(redacted, indent=2, default=str))
+    else:
+        _echo(settings, render(report))
     sys.exit(1 if report["errors"] else 0)
 
 
@@ -175,12 +182,26 @@ def resume(force: bool) -> None:
     "--reason-like",
     help="Only jobs whose failure reason contains this text (ILIKE pattern if it has %).",
 )
+@click.option(
+    "--include-unknown",
+    is_flag=True,
+    help="Also retry jobs whose outcome was unknown (failure reason 'outcome unknown: ...'): "
+    "the provider may have delivered them, so this may send duplicates.",
+)
 @click.option("--dry-run", is_flag=True, help="Count the jobs that would be retried.")
-def retry(failed: bool, since: datetime | None, reason_like: str | None, dry_run: bool) -> None:
+def retry(
+    failed: bool,
+    since: datetime | None,
+    reason_like: str | None,
+    include_unknown: bool,
+    dry_run: bool,
+) -> None:
     """Put failed jobs back to pending, due now, with a fresh attempt budget.
 
     \b
-    The previous failure is kept in the job's metadata.manual_retry.
+    The previous failure is kept in the job's metadata.manual_retry. Jobs whose outcome was
+    unknown (a timeout after the request was sent, NOTIFIER_UNKNOWN_OUTCOME=fail) may have
+    been delivered: they are left out unless --include-unknown (which may duplicate).
     Examples:
       notifier retry --failed --dry-run
       notifier retry --failed --since 24h --reason-like "timed out"
@@ -193,7 +214,7 @@ def retry(failed: bool, since: datetime | None, reason_like: str | None, dry_run
     settings = _settings()
     pattern = reason_pattern(reason_like) if reason_like else None
     with _database_errors(settings), open_store(_database_url(settings)) as (store, _conn):
-        count = store.retry_failed(since=since, reason_like=pattern, dry_run=dry_run)
+        count = store.retry_failed(since, pattern, dry_run, include_unknown)
     if dry_run:
         click.echo(f"would retry {count} failed job(s)")
     else:

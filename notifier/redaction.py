@@ -2,14 +2,19 @@
 
 Two layers. Output names servers by `endpoint()` (host:port/database, never a URL with its
 credentials). And everything the web process or an ops command prints passes through a
-`Redactor` that replaces every configured secret value it finds (URL passwords, API keys,
-tokens) with `***`, so a password quoted back in a driver's error message cannot leak either.
+`Redactor` that replaces every configured secret value it finds (passwords of URLs and of
+keyword DSNs, API keys, tokens) with `***`, so a password quoted back in a driver's error
+message cannot leak either. JSON is redacted value by value before it is serialised (see
+`Redactor.value`).
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 
 from notifier.config import Settings
 
@@ -50,17 +55,34 @@ def secret_values(settings: Settings) -> list[str]:
         settings.supabase_service_role_key,
         settings.sendgrid_api_key,
         settings.twilio_auth_token,
+        settings.web_token,
     ):
         if secret is None:
             continue
         value = secret.get_secret_value()
         found.append(value)
-        try:
-            password = urlsplit(value).password
-        except ValueError:
-            password = None
-        if password:
+        for password in _passwords(value):
             found += [password, unquote(password)]
+    return found
+
+
+def _passwords(dsn: str) -> list[str]:
+    """The passwords a connection string holds: a URL's user info, its `?password=`, or a
+    keyword DSN's `password=` (libpq's own parser reads the last two)."""
+    found = []
+    try:
+        parts = urlsplit(dsn)
+        if parts.password:
+            found.append(parts.password)
+        found += parse_qs(parts.query).get("password", [])
+    except ValueError:
+        pass
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except ProgrammingError:  # not a libpq connection string (a Redis URL, say)
+        password = None
+    if password:
+        found.append(str(password))
     return found
 
 
@@ -80,3 +102,14 @@ class Redactor:
             if secret in text:
                 text = text.replace(secret, MASK)
         return text
+
+    def value(self, data: Any) -> Any:
+        """`data` with every string in it (keys too) redacted: for a document about to be
+        serialised, where escaping could hide a secret from the text redaction."""
+        if isinstance(data, str):
+            return self(data)
+        if isinstance(data, dict):
+            return {self.value(k): self.value(v) for k, v in data.items()}
+        if isinstance(data, list | tuple):
+            return [self.value(item) for item in data]
+        return data

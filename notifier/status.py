@@ -12,12 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from notifier.config import Settings
-from notifier.db_state import DictConnection, connect, read_backlog
+from notifier.db_state import DictConnection, bounded, connect, read_backlog
 from notifier.probes import configured_providers, describe_error
 from notifier.redaction import endpoint, plain
 from notifier.redis_state import RedisState, probe_client, read_redis_state
 
-STATUSES = ("pending", "queued", "processing", "sent", "failed", "skipped", "cancelled")
+STATUSES = (
+    "pending", "queued", "processing", "sent", "failed", "skipped", "cancelled", "held",
+    "digested",
+)  # fmt: skip
 METHODS = ("email", "sms", "whatsapp", "push")
 TOP_REASONS = 10
 CLI_CONNECT_TIMEOUT = 5.0
@@ -74,12 +77,11 @@ def collect(settings: Settings) -> dict[str, Any]:
     database_url = plain(settings.database_url)
     if database_url:
         try:
-            with connect(
-                database_url,
-                connect_timeout=CLI_CONNECT_TIMEOUT,
-                statement_timeout=CLI_STATEMENT_TIMEOUT,
-                application_name="notifier-status",
-            ) as conn:
+            with (
+                connect(database_url, connect_timeout=CLI_CONNECT_TIMEOUT,
+                        application_name="notifier-status") as conn,
+                bounded(conn, CLI_STATEMENT_TIMEOUT),
+            ):  # fmt: skip
                 report.update(_database_part(conn))
         except Exception as error:
             report["errors"].append(f"PostgreSQL: {describe_error(error)}")

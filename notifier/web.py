@@ -11,6 +11,7 @@ finish (up to STOP_GRACE_SECONDS), then exits 0.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import signal
@@ -27,14 +28,14 @@ from notifier.config import Settings
 from notifier.health import health_body, observe, redis_health_body
 from notifier.log import event
 from notifier.metrics import build_registry
-from notifier.redaction import Redactor
+from notifier.redaction import Redactor, plain
 
 logger = logging.getLogger("notifier.web")
 STOP_GRACE_SECONDS = 5.0
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Response = tuple[int, list[tuple[str, str]], bytes]
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
-            503: "Service Unavailable"}  # fmt: skip
+_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
 
 
 class WebApp:
@@ -44,6 +45,8 @@ class WebApp:
         self._settings = settings
         self._redact = Redactor.for_settings(settings)
         self._registry = build_registry(settings)
+        token = plain(settings.web_token)
+        self._token = None if token is None else token.encode("utf-8")
         self._routes: dict[str, Callable[[dict[str, Any]], Response]] = {
             "/health": self._health,
             "/health/redis": self._health_redis,
@@ -79,13 +82,37 @@ class WebApp:
         )
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
+    def _authorized(self, environ: dict[str, Any]) -> bool:
+        """No NOTIFIER_WEB_TOKEN, or the request carries it as a bearer token."""
+        if self._token is None:
+            return True
+        scheme, _, given = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8"), self._token
+        )
+
+    def _unauthorized(self) -> Response:
+        status, headers, body = self._json(
+            401, {"error": "send the NOTIFIER_WEB_TOKEN as `Authorization: Bearer <token>`"}
+        )
+        headers.append(("WWW-Authenticate", 'Bearer realm="notifier"'))
+        return status, headers, body
+
     def _health(self, environ: dict[str, Any]) -> Response:
-        return self._json(*health_body(observe(self._settings), self._settings))
+        status, body = health_body(observe(self._settings), self._settings)
+        if not self._authorized(environ):
+            # Open to load balancers, but hosts and error messages only with the token.
+            body = {"status": body["status"], "timestamp": body["timestamp"]}
+        return self._json(status, body)
 
     def _health_redis(self, environ: dict[str, Any]) -> Response:
+        if not self._authorized(environ):
+            return self._unauthorized()
         return self._json(*redis_health_body(observe(self._settings), self._settings))
 
     def _metrics(self, environ: dict[str, Any]) -> Response:
+        if not self._authorized(environ):
+            return self._unauthorized()
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         return 200, [("Content-Type", content_type)], encoder(self._registry)
 
@@ -93,9 +120,11 @@ class WebApp:
         return self._json(200, {"service": "notifier", "paths": ["/health", "/health/redis",
                                                                  "/metrics"]})  # fmt: skip
 
-    @staticmethod
-    def _json(status: int, body: dict[str, Any]) -> Response:
-        payload = json.dumps(body, default=str, indent=None).encode("utf-8")
+    def _json(self, status: int, body: dict[str, Any]) -> Response:
+        # Values are redacted before serialisation: JSON escapes a quote, a backslash or (with
+        # ensure_ascii) any non-ASCII character, so a secret holding one no longer matches in
+        # the serialised text.
+        payload = json.dumps(self._redact.value(body), default=str).encode("utf-8")
         return status, [("Content-Type", "application/json")], payload
 
 

@@ -3,11 +3,14 @@ codes, and a breaker's effective state."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from notifier.config import load_settings
 from notifier.db_state import Backlog
 from notifier.health import Observation, Probe, health_body, redis_health_body
+from notifier.probes import ProbeTask, run_probes
 from notifier.redis_state import QueueCounts, RedisState, WorkerInfo, _breaker
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -103,3 +106,25 @@ def test_an_unmigrated_database_is_named_as_such() -> None:
         "PostgreSQL at 127.0.0.1:5432/app answers, but its schema is not up to date (run "
         "`notifier migrate`)"
     )
+
+
+def test_concurrent_probes_of_one_dependency_share_one_run() -> None:
+    runs: list[int] = []
+    release = threading.Event()
+
+    def slow() -> str:
+        runs.append(1)
+        release.wait(5)
+        return "answer"
+
+    task = ProbeTask(("test-shared", object()), slow)
+    with ThreadPoolExecutor(8) as callers:
+        waiting = [callers.submit(run_probes, {"x": task}, 0.2) for _ in range(8)]
+        answers = [f.result()["x"] for f in waiting]
+    assert runs == [1]
+    assert {a.error for a in answers} == {"no answer within 0.2 s"}
+    release.set()
+    assert run_probes({"x": task}, 1.0, reuse_seconds=60)["x"].value == "answer"
+    assert runs == [1]  # the answer, fresh enough, is reused
+    assert run_probes({"x": task}, 1.0, reuse_seconds=0)["x"].value == "answer"
+    assert runs == [1, 1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from notifier.config import load_settings
 from notifier.redaction import MASK, Redactor, endpoint
 
@@ -34,3 +36,26 @@ def test_every_configured_secret_is_masked_raw_and_decoded() -> None:
 
 def test_short_values_are_not_treated_as_secrets() -> None:
     assert Redactor(["ab", "long-secret"])("ab long-secret") == "ab ***"
+
+
+def test_passwords_of_keyword_dsns_and_password_parameters_are_masked() -> None:
+    for database_url, password in (
+        ("host=db port=5432 dbname=app user=app password='kw-Pass\\'9'", "kw-Pass'9"),
+        ("postgresql://app@db:5432/app?password=query%40Pass1", "query@Pass1"),
+    ):
+        settings = load_settings(
+            database_url=database_url, email_provider="console", sms_provider="console"
+        )
+        cleaned = Redactor.for_settings(settings)(f"FATAL: bad password {password}")
+        assert password not in cleaned and cleaned.endswith(MASK), database_url
+
+
+def test_values_are_redacted_before_serialisation() -> None:
+    secret = 'pa"ss\\wörd-1'
+    redact = Redactor([secret])
+    document = {"error": f"auth failed: {secret}", "nested": [{secret: (secret,)}], "n": 1}
+    text = json.dumps(redact.value(document))
+    assert json.loads(text) == {"error": f"auth failed: {MASK}", "nested": [{MASK: [MASK]}],
+                                "n": 1}  # fmt: skip
+    # What redacting the serialised text instead would have missed:
+    assert secret in json.loads(redact(json.dumps(document)))["error"]

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from pydantic import SecretStr
 
 from notifier import web
 from notifier.config import load_settings
 from notifier.health import Observation
 from notifier.probes import Probe
+from notifier.redaction import secret_values
 
 SETTINGS = load_settings(
     database_url="postgresql://app:Db-Pass-123@db:5432/app",
@@ -22,13 +25,18 @@ SETTINGS = load_settings(
 )  # fmt: skip
 
 
-def call(app: web.WebApp, path: str, method: str = "GET") -> tuple[str, dict[str, str], str]:
+def call(
+    app: web.WebApp, path: str, method: str = "GET", authorization: str | None = None
+) -> tuple[str, dict[str, str], str]:
     seen: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
         seen["status"], seen["headers"] = status, dict(headers)
 
-    body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": method}, start_response))
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": method}
+    if authorization is not None:
+        environ["HTTP_AUTHORIZATION"] = authorization
+    body = b"".join(app(environ, start_response))
     return seen["status"], seen["headers"], body.decode()
 
 
@@ -60,3 +68,57 @@ def test_unknown_paths_and_methods() -> None:
     assert status == "405 Method Not Allowed" and headers["Allow"] == "GET, HEAD"
     status, _headers, body = call(app, "/")
     assert status == "200 OK" and "/metrics" in json.loads(body)["paths"]
+
+
+def failing_observation(error: str) -> Observation:
+    return Observation(
+        redis=Probe(True, None, error),
+        database=Probe(True, None, error),
+        redis_endpoint="cache:6379/0",
+        database_endpoint="db:5432/app",
+        at=datetime.now(UTC),
+    )
+
+
+def test_a_secret_that_json_would_escape_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    password = 'Qu"ote\\Back-ñ'
+    settings = SETTINGS.model_copy(
+        update={"database_url": SecretStr(f"postgresql://app:{quote(password)}@db:5432/app")}
+    )
+    monkeypatch.setattr(web, "observe", lambda s: failing_observation(f"password {password}"))
+    _status, _headers, body = call(web.WebApp(settings), "/health/redis")
+    assert password not in json.loads(body)["redis"]["error"]
+    assert "password ***" in json.loads(body)["redis"]["error"]
+
+
+TOKEN = "Web-Token-0123456789"
+
+
+@pytest.fixture
+def guarded(monkeypatch: pytest.MonkeyPatch) -> web.WebApp:
+    monkeypatch.setattr(web, "observe", lambda s: failing_observation("ConnectionRefusedError"))
+    return web.WebApp(SETTINGS.model_copy(update={"web_token": SecretStr(TOKEN)}))
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {TOKEN}"])
+def test_without_the_token_details_are_refused(
+    guarded: web.WebApp, authorization: str | None
+) -> None:
+    for path in ("/health/redis", "/metrics"):
+        status, headers, body = call(guarded, path, authorization=authorization)
+        assert status == "401 Unauthorized", path
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+        assert "NOTIFIER_WEB_TOKEN" in json.loads(body)["error"]
+    status, _headers, body = call(guarded, "/health", authorization=authorization)
+    assert status.startswith("503") and set(json.loads(body)) == {"status", "timestamp"}
+
+
+def test_with_the_token_everything_is_shown(guarded: web.WebApp) -> None:
+    status, _headers, body = call(guarded, "/health", authorization=f"Bearer {TOKEN}")
+    assert status.startswith("503") and json.loads(body)["database"]["endpoint"] == "db:5432/app"
+    status, _headers, body = call(guarded, "/health/redis", authorization=f"bearer {TOKEN}")
+    assert status.startswith("503") and json.loads(body)["status"] == "unavailable"
+
+
+def test_the_token_is_a_secret_never_shown(guarded: web.WebApp) -> None:
+    assert TOKEN in secret_values(SETTINGS.model_copy(update={"web_token": SecretStr(TOKEN)}))

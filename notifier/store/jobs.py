@@ -254,14 +254,17 @@ class JobStore:
         since: datetime | None = None,
         reason_like: str | None = None,
         dry_run: bool = False,
+        include_unknown: bool = False,
     ) -> int:
-        """Failed jobs back to pending with a fresh attempt budget; returns how many."""
+        """Failed jobs back to pending with a fresh attempt budget; returns how many. Jobs whose
+        outcome was unknown (the provider may have delivered them) only with `include_unknown`."""
         return int(
             self._scalar(
                 "retry_failed_notification_jobs",
                 p_since=None if since is None else since.isoformat(),
                 p_reason_like=reason_like,
                 p_dry_run=dry_run,
+                p_include_unknown=include_unknown,
             )
             or 0
         )

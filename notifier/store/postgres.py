@@ -34,8 +34,8 @@ class PostgresCaller:
         )
 
     def call(self, function: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        query = _function_call(function, tuple(params))
-        values = {name: _adapt(value) for name, value in params.items()}
+        query = function_call_query(function, tuple(params))
+        values = {name: adapt_argument(value) for name, value in params.items()}
         with self._pool.connection() as conn:
             rows = conn.execute(query, values, prepare=self._prepare or None)
             return rows.fetchall()  # type: ignore[return-value]
@@ -52,7 +52,7 @@ def uses_prepared_statements(database_url: str) -> bool:
 
 
 @functools.cache
-def _function_call(function: str, parameter_names: tuple[str, ...]) -> bytes:
+def function_call_query(function: str, parameter_names: tuple[str, ...]) -> bytes:
     """`select * from fn(a => %(a)s, ...)`, composed once per function and argument set."""
     arguments = sql.SQL(", ").join(
         sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name))
@@ -62,5 +62,6 @@ def _function_call(function: str, parameter_names: tuple[str, ...]) -> bytes:
     return query.as_bytes(None)
 
 
-def _adapt(value: Any) -> Any:
+def adapt_argument(value: Any) -> Any:
+    """JSON-able dicts and lists become jsonb; everything else goes as it is."""
     return Jsonb(value) if isinstance(value, dict | list) else value

@@ -73,10 +73,14 @@ $$;
 
 -- failed → pending, due now, with a fresh attempt budget (retry_count 0), for the operator's
 -- `notifier retry --failed`. Filters: failed at or after p_since (processed_at), and a
--- failure_reason matching the ILIKE pattern p_reason_like. The previous failure is kept in
--- metadata.manual_retry. p_dry_run counts without changing anything. Returns the count.
+-- failure_reason matching the ILIKE pattern p_reason_like. Jobs whose outcome was unknown
+-- (failure_reason 'outcome unknown: ...', NOTIFIER_UNKNOWN_OUTCOME=fail: the provider may have
+-- delivered them) are left alone unless p_include_unknown, since a resend may duplicate. The
+-- previous failure is kept in metadata.manual_retry. p_dry_run counts without changing
+-- anything. Returns the count.
 create or replace function retry_failed_notification_jobs(
-  p_since timestamptz default null, p_reason_like text default null, p_dry_run boolean default false
+  p_since timestamptz default null, p_reason_like text default null, p_dry_run boolean default false,
+  p_include_unknown boolean default false
 ) returns integer
 language plpgsql security definer set search_path = public, pg_temp as $$
 declare
@@ -86,7 +90,9 @@ begin
     select count(*) into v_count from notification_jobs j
      where j.status = 'failed'
        and (p_since is null or coalesce(j.processed_at, j.updated_at) >= p_since)
-       and (p_reason_like is null or j.failure_reason ilike p_reason_like);
+       and (p_reason_like is null or j.failure_reason ilike p_reason_like)
+       and (coalesce(p_include_unknown, false)
+            or coalesce(j.failure_reason, '') not like 'outcome unknown%');
     return v_count;
   end if;
   update notification_jobs j
@@ -98,7 +104,9 @@ begin
          failure_reason = null, updated_at = now()
    where j.status = 'failed'
      and (p_since is null or coalesce(j.processed_at, j.updated_at) >= p_since)
-     and (p_reason_like is null or j.failure_reason ilike p_reason_like);
+     and (p_reason_like is null or j.failure_reason ilike p_reason_like)
+     and (coalesce(p_include_unknown, false)
+          or coalesce(j.failure_reason, '') not like 'outcome unknown%');
   get diagnostics v_count = row_count;
   return v_count;
 end

@@ -7,6 +7,12 @@
 -- Like every state change, each transition is one function that matches on the current status,
 -- so running a command twice, or two at once, changes each job at most once.
 
+-- Whether the queue is handed back to the original worker: set by hand_back_notification_jobs,
+-- cleared when claims resume (`notifier adopt`, or `notifier resume --force`). A flag of its
+-- own, not paused_by: an operator's `notifier pause` after a hand-back overwrites paused_by
+-- but must not end the hand-back.
+alter table notifier_control add column if not exists handed_back boolean not null default false;
+
 -- The jobs the original worker left in flight: `processing` rows notifier never claimed (a
 -- notifier attempt always carries a lease token). has_delivered_log: the original worker wrote
 -- `sent` before its delivery log, so a `delivered` row means the message went out.
@@ -36,10 +42,12 @@ $$;
 -- processing (left by the original worker) → sent | failed | pending, as the old queue says:
 --   'sent'    the old worker's job completed with success: message_id, a `delivered` log row;
 --   'failed'  it failed for good (or completed with success false): failure_reason, a log row;
---   'pending' it never ran to the end (waiting, prioritized, delayed for a retry): redeliver;
---   'unknown' no trace, or it was active when the old worker stopped: `sent` if a `delivered`
---             log row exists, else `pending` marked metadata.unknown_outcome (at least once:
---             it may be delivered twice) with an `unknown` log row, as the reaper does.
+--   'pending' it never started (waiting, prioritized, delayed before any attempt): redeliver;
+--   'unknown' no trace, active when the old worker stopped, or an attempt was made (delayed
+--             for a retry: the provider may have accepted it): `pending` marked
+--             metadata.unknown_outcome (at least once: it may be delivered twice) with an
+--             `unknown` log row, as the reaper does.
+-- For 'pending' and 'unknown' a `delivered` log row wins: the job becomes `sent`.
 -- metadata.adopted records where the verdict came from. p_attempts: attempts the old worker
 -- made, so notifier's max_retries still bounds the total. Returns the new status, or null when
 -- the job is not (or no longer) an unclaimed `processing` job.
@@ -66,7 +74,8 @@ begin
   v_adopted := coalesce(p_details, '{}'::jsonb)
     || jsonb_build_object('outcome', p_outcome, 'at', now());
 
-  if p_outcome = 'unknown' then
+  -- A `delivered` log row means the message went out, whatever the old queue says.
+  if p_outcome in ('unknown', 'pending') then
     select * into v_log from notification_delivery_logs l
      where l.job_id = p_job_id and l.status = 'delivered'
      order by l.delivery_time desc nulls last limit 1;
@@ -80,6 +89,9 @@ begin
        where id = p_job_id;
       return 'sent';
     end if;
+  end if;
+
+  if p_outcome = 'unknown' then
     perform notifier_log_attempt(v_job, 'unknown', 'original-worker', null, p_details,
       'UNKNOWN_OUTCOME', 'adopted from the original worker without a trace of its outcome; '
       || 'delivered again, so it may arrive twice', null);
@@ -152,6 +164,7 @@ declare
   r record;
 begin
   perform set_notifier_paused(true, notifier_handback_pauser(), 'handed back to the original worker');
+  update notifier_control c set handed_back = true where c.id;
 
   update notification_jobs
      set status = 'pending', lease_token = null, locked_until = null, locked_by = null,
@@ -206,17 +219,38 @@ begin
 end
 $$;
 
--- Who pauses claims on a hand-back (notifier_control.paused_by), so the rest of this file can
--- tell a hand-back from an operator's own `notifier pause`.
+-- Who pauses claims on a hand-back (notifier_control.paused_by, as `notifier status` shows it).
+-- Whether the queue is handed back is notifier_control.handed_back, not this name: an
+-- operator's later `notifier pause` replaces paused_by.
 create or replace function notifier_handback_pauser() returns text
 language sql immutable set search_path = pg_catalog as $$ select 'notifier handback'::text $$;
 
--- True while the queue is handed back to the original worker (paused by hand_back_*).
+-- True while the queue is handed back to the original worker (hand_back_*), until claims resume;
+-- an operator's pause or resume refused in between does not change it.
 create or replace function notifier_handed_back() returns boolean
 language sql stable security definer set search_path = public, pg_temp as $$
-  select exists (select 1 from notifier_control c
-                  where c.id and c.paused and c.paused_by = notifier_handback_pauser())
+  select coalesce((select c.handed_back from notifier_control c where c.id), false)
 $$;
+
+-- Resuming claims (set_notifier_paused(false), 20261124000700) ends a hand-back: notifier owns
+-- the queue again, so new digest items may be `held` again.
+create or replace function notifier_control_resume_ends_handback() returns trigger
+language plpgsql security definer set search_path = public, pg_temp as $$
+begin
+  if not new.paused then
+    new.handed_back := false;
+  end if;
+  return new;
+end
+$$;
+drop trigger if exists notifier_control_resume_ends_handback on notifier_control;
+create trigger notifier_control_resume_ends_handback
+  before update on notifier_control
+  for each row execute function notifier_control_resume_ends_handback();
+
+-- A hand-back made before the flag existed (recognised by who paused).
+update notifier_control c set handed_back = true
+ where c.id and c.paused and c.paused_by = notifier_handback_pauser() and not c.handed_back;
 
 -- While handed back, a new job must not start in a status the original worker does not know:
 -- enqueue_notification_job holds a job for a digest ('held') that only notifier's digest pass
@@ -241,4 +275,4 @@ create trigger notification_jobs_handed_back_insert
 call notifier_restrict_to_service_role(
   'list_adoptable_notification_jobs', 'notification_job_statuses', 'adopt_notification_job',
   'hand_back_notification_jobs', 'notifier_handback_pauser', 'notifier_handed_back',
-  'notification_jobs_handed_back_insert');
+  'notification_jobs_handed_back_insert', 'notifier_control_resume_ends_handback');

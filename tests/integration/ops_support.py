@@ -25,12 +25,14 @@ from notifier.web import make_server, run_until
 
 
 def make_settings(database_url: str | None, redis_url: str | None, **extra: Any) -> Settings:
-    """Settings for these servers; console providers unless `extra` says otherwise."""
+    """Settings for these servers; console providers unless `extra` says otherwise. Probe
+    answers are not reused (each request sees what the test just changed) unless asked."""
     values: dict[str, Any] = {
         "database_url": database_url,
         "redis_url": redis_url,
         "email_provider": "console",
         "sms_provider": "console",
+        "health_cache_seconds": 0,
     }
     values.update(extra)
     return load_settings(**values)

@@ -28,7 +28,7 @@ from redis import Redis
 
 from notifier import migrations
 from notifier.adopt import verdict
-from notifier.bullmq import OldJob
+from notifier.bullmq import BullMQError, NodeRemover, OldJob, OldQueue, bullmq_version_in, masked
 from notifier.devstack import command
 from notifier.localstack import LocalPostgres
 from notifier.store import JobStore
@@ -386,7 +386,8 @@ def test_adopt_settles_each_case_once_and_the_old_worker_cannot_send_them(
         ("completed", "sent"): 1,
         ("completed", "failed (it returned success: false)"): 1,
         ("failed", "failed"): 1,
-        ("delayed", "pending, removed from old queue"): 2,
+        ("delayed", "pending, removed from old queue"): 1,
+        ("delayed", "pending, outcome unknown: may duplicate, removed from old queue"): 1,
         ("prioritized", "pending, removed from old queue"): 1,
         ("waiting", "pending, removed from old queue"): 1,
         ("active", "pending, outcome unknown: may duplicate, removed from old queue"): 1,
@@ -421,10 +422,11 @@ def test_adopt_settles_each_case_once_and_the_old_worker_cannot_send_them(
     assert jobs["failed_in_bullmq"]["failure_reason"].startswith("SendGrid API error: 503")
     assert jobs["gone_delivered"]["message_id"] == "sg-gone_delivered"
     assert jobs["retrying"]["retry_count"] == 1  # the old worker's failed attempt counts
-    for name in ("gone_unknown", "active"):
+    for name in ("gone_unknown", "active", "retrying"):  # retrying: its attempt may have gone out
         assert jobs[name]["metadata"]["unknown_outcome"] is True
         assert jobs[name]["metadata"]["adopted"]["outcome"] == "unknown"
-    assert "unknown_outcome" not in jobs["prioritized"]["metadata"]
+    for name in ("prioritized", "scheduled"):
+        assert "unknown_outcome" not in jobs[name]["metadata"]
     assert jobs["prioritized"]["metadata"]["adopted"]["bullmq_state"] == "prioritized"
     assert jobs["added_not_marked"]["metadata"] == {}  # only taken out of the old queue
 
@@ -439,6 +441,32 @@ def test_adopt_settles_each_case_once_and_the_old_worker_cannot_send_them(
     assert "nothing to adopt" in again.stdout
     assert snapshot(cutover.url) == before and redis_snapshot(redis) == redis_before
     assert old_queue.drain(ms=1500) == [FOREIGN_JOB]
+
+
+def test_a_delivered_log_row_makes_a_waiting_or_retrying_job_sent_not_pending(
+    env: dict[str, str], cutover: Deployment
+) -> None:
+    # The old worker logged the delivery, then stopped before BullMQ recorded completion.
+    with connect(cutover.url, "service_role") as worker:
+        for name in ("waiting", "retrying"):
+            worker.execute(INSERT_LOG, ("delivered", f"sg-{name}", Jsonb({"statusCode": 202}),
+                                        None, None, cutover.jobs[name]))  # fmt: skip
+    planned = table(notifier(env, "adopt", "--dry-run").stdout)
+    done = table(notifier(env, "adopt").stdout)
+    for rows in (planned, done):
+        assert rows[("waiting", "sent (a delivered log row exists), removed from old queue")] == 1
+        assert rows[("delayed", "sent (a delivered log row exists), removed from old queue")] == 1
+        assert rows[("delayed", "pending, removed from old queue")] == 1  # scheduled: no attempt
+    with connect(cutover.url) as conn:
+        rows = conn.execute(
+            "select id, status, message_id, metadata from notification_jobs where id = any(%s)",
+            ([cutover.jobs["waiting"], cutover.jobs["retrying"]],),
+        ).fetchall()
+    for row in rows:
+        name = cutover.name_of(str(row["id"]))
+        assert (row["status"], row["message_id"]) == ("sent", f"sg-{name}")
+        assert row["metadata"]["adopted"]["resolved_by"] == "delivery_log"
+        assert "unknown_outcome" not in row["metadata"]
 
 
 def test_after_adopt_notifier_delivers_exactly_the_undelivered_jobs_once(
@@ -521,7 +549,9 @@ def test_adopt_refuses_while_an_active_job_is_still_locked(
         ("completed", {"returnvalue": '{"success": false, "error": "bad"}'}, ("failed", None, "bad")),
         ("completed", {"returnvalue": "not json"}, ("unknown", None, None)),
         ("failed", {"failedReason": "boom", "atm": "3"}, ("failed", None, "boom")),
-        ("delayed", {"atm": "1"}, ("pending", None, None)),
+        ("delayed", {}, ("pending", None, None)),
+        ("delayed", {"atm": "1"}, ("unknown", None, None)),  # an attempt may have gone out
+        ("waiting", {"ats": "1"}, ("unknown", None, None)),  # stalled back to waiting
         ("active", {"ats": "2", "atm": "1"}, ("unknown", None, None)),
     ],
 )  # fmt: skip
@@ -530,8 +560,39 @@ def test_verdict_reads_bullmqs_fields(
 ) -> None:
     result = verdict("j", OldJob("j", state, fields))
     assert (result.outcome, result.message_id, result.reason) == expected
-    assert result.remove == (state in ("delayed", "active"))
+    assert result.remove == (state in ("delayed", "waiting", "active"))
     assert verdict("j", None).outcome == "unknown" and not verdict("j", None).remove
+
+
+def test_masked_hides_the_old_queues_url_and_its_password() -> None:
+    url = "redis://worker:p%40ss-w0rd@redis.internal:6379/0"
+    text = f"cannot reach {url}; AUTH p@ss-w0rd refused; AUTH p%40ss-w0rd refused"
+    assert masked(text, url) == (
+        "cannot reach redis://worker:***@redis.internal:6379/0; AUTH *** refused; AUTH *** refused"
+    )
+
+
+def test_node_removal_errors_never_print_the_old_queues_password(tmp_path: Path) -> None:
+    require_binary(bullmq.node_and_npm_found(), "node (to run the removal script)")
+    # A bullmq whose Queue.remove fails the way ioredis can: naming the URL it was given.
+    for package, code in {
+        "ioredis": "module.exports = class { constructor(url) { this.url = url; } disconnect() {} };",
+        "bullmq": "exports.Queue = class { constructor(name, { connection }) { this.c = connection; }"
+        " async remove() { throw new Error('cannot connect to ' + this.c.url); } };",
+    }.items():  # fmt: skip
+        (tmp_path / "node_modules" / package).mkdir(parents=True)
+        (tmp_path / "node_modules" / package / "package.json").write_text(
+            json.dumps({"name": package, "version": "6.7.0", "main": "index.js"})
+        )
+        (tmp_path / "node_modules" / package / "index.js").write_text(code)
+    found = bullmq_version_in(tmp_path)
+    assert found is not None
+    url = "redis://:s3cret-pass@127.0.0.1:1/0"
+    queue = OldQueue(Redis.from_url(url, decode_responses=True))
+    with pytest.raises(BullMQError) as raised:
+        NodeRemover(found[0], tmp_path, found[1], url, queue).remove(["j1"])
+    assert "s3cret-pass" not in str(raised.value)
+    assert "cannot connect to redis://:***@127.0.0.1:1/0" in str(raised.value)
 
 
 # --- handback -------------------------------------------------------------------------------
@@ -543,6 +604,15 @@ def enqueue(conn: psycopg.Connection[Any], recipient: str, kind: str = "immediat
         (recipient, kind, Jsonb({"subject": "S", "body": "B"})),
     ).fetchone()
     return str(row["id"])  # type: ignore[index]
+
+
+def add_digest_schedule(conn: psycopg.Connection[Any], recipient: str, due: str = "1 day") -> None:
+    """A daily digest for the recipient, next due `due` from now: digest items are held for it."""
+    conn.execute(
+        "insert into digest_schedules (recipient_id, frequency, next_digest_scheduled) "
+        "values (%s, 'daily', now() + %s::interval)",
+        (recipient, due),
+    )
 
 
 @dataclass
@@ -571,12 +641,8 @@ def test_handback_returns_every_job_to_an_original_status(
     [claim] = store.claim(1, 300)
     [job] = store.start_attempts([claim], 300)  # a worker is sending it right now
     with connect(url) as conn:
+        add_digest_schedule(conn, recipient, "-1 minute")  # items are held only for a schedule
         jobs["digested"] = enqueue(conn, recipient, "digest")
-        conn.execute(
-            "insert into digest_schedules (recipient_id, frequency, next_digest_scheduled) "
-            "values (%s, 'daily', now() - interval '1 minute')",
-            (recipient,),
-        )
         assert conn.execute("select create_digest_jobs() as n").fetchone() == {"n": 1}
         jobs["held"] = enqueue(conn, recipient, "digest")
         jobs |= {"queued_1": enqueue(conn, recipient), "queued_2": enqueue(conn, recipient)}
@@ -644,17 +710,39 @@ def test_handback_returns_every_job_to_an_original_status(
         assert conn.execute("select notifier_handed_back() as h").fetchone() == {"h": False}
 
 
+def test_an_operators_pause_after_handback_keeps_the_queue_handed_back(
+    env: dict[str, str], handed_over: HandedOver
+) -> None:
+    url, recipient = handed_over.url, handed_over.recipient
+    with connect(url) as conn:
+        add_digest_schedule(conn, recipient)  # so a digest item would be held
+    notifier(env, "handback")
+    paused = notifier(env | {"LOGNAME": "alice", "USER": "alice"}, "pause", "--reason", "42")
+    assert "by alice@" in paused.stdout  # paused_by no longer names notifier handback
+    with connect(url) as conn:
+        assert conn.execute("select notifier_handed_back() as h").fetchone() == {"h": True}
+        late = enqueue(conn, recipient, "digest")  # the original worker never sends `held`
+        assert status_of(url, {"late": late}) == {"late": "pending"}
+    refused = notifier(env, "resume", expect=1)
+    assert "handed back to the original worker" in refused.stdout + refused.stderr
+    with connect(url) as conn:
+        assert conn.execute("select paused from notifier_control").fetchone() == {"paused": True}
+
+    adopted = notifier(env, "adopt")  # the way back: resumes claims and ends the hand-back
+    assert "claims resumed" in adopted.stdout
+    with connect(url) as conn:
+        assert conn.execute("select notifier_handed_back() as h").fetchone() == {"h": False}
+        held = enqueue(conn, recipient, "digest")
+        assert status_of(url, {"held": held}) == {"held": "held"}
+
+
 def test_handback_gives_a_digested_item_its_finished_digests_status(
     env: dict[str, str], handed_over: HandedOver
 ) -> None:
     url, recipient, store = handed_over.url, handed_over.recipient, handed_over.store
     with connect(url) as conn:
+        add_digest_schedule(conn, recipient, "-1 minute")
         item = enqueue(conn, recipient, "digest")
-        conn.execute(
-            "insert into digest_schedules (recipient_id, frequency, next_digest_scheduled) "
-            "values (%s, 'daily', now() - interval '1 minute')",
-            (recipient,),
-        )
         conn.execute("select create_digest_jobs()")
     [digest] = store.start_attempts(store.claim(1, 300), 300)
     store.complete(digest, "sendgrid", "sg-digest", None, 100)

@@ -265,7 +265,8 @@ def enqueue(
 @pytest.mark.parametrize(
     ("kind", "urgency", "content", "frequency", "with_schedule", "status"),
     [
-        ("digest", "normal", {"subject": "a photo"}, None, False, "held"),
+        ("digest", "normal", {"subject": "a photo"}, None, True, "held"),
+        ("digest", "normal", {"subject": "a photo"}, None, False, "pending"),  # nothing to carry it
         ("digest", "normal", {"items": []}, None, False, "pending"),  # a ready-made digest
         ("immediate", "normal", {"body": "hi"}, "daily", True, "held"),
         ("immediate", "low", {"body": "hi"}, "weekly", True, "held"),
@@ -491,6 +492,153 @@ def test_schedules_not_due_or_inactive_are_left_alone(db: Db) -> None:
     assert {s: schedule_row(db, s)["next_digest_scheduled"] for s in before} == before
 
 
+def add_legacy_schedule(db: Db, recipient: str, group: str | None = None, **values: Any) -> str:
+    """A row as the original system could write it: no validation, no computed next run."""
+    db.execute("alter table digest_schedules disable trigger digest_schedules_check")
+    try:
+        return add_schedule(db, recipient, group, **values)
+    finally:
+        db.execute("alter table digest_schedules enable trigger digest_schedules_check")
+
+
+@pytest.mark.parametrize(
+    "legacy",
+    [{"frequency": "weekly", "delivery_day": None}, {"timezone": "Europe/Berln"}],
+    ids=["weekly-without-day", "time-zone-typo"],
+)
+def test_an_invalid_legacy_schedule_due_now_does_not_stop_other_digests(
+    db: Db, legacy: dict[str, Any]
+) -> None:
+    broken = seed.add_recipient(db)
+    broken_schedule = add_legacy_schedule(
+        db,
+        broken["recipient"],
+        next_digest_scheduled=datetime.now(UTC) - timedelta(hours=1),
+        **legacy,
+    )
+    ids = seed.add_recipient(db, name="Bo")
+    schedule = add_schedule(db, ids["recipient"], ids["group"])
+    item = enqueue(db, ids, subject="x")
+    make_due(db, schedule)
+
+    assert digest_pass(db) == 1
+    assert seed.job(db, item)["status"] == "digested"
+    parked = schedule_row(db, broken_schedule)
+    assert parked["next_digest_scheduled"] is None
+    assert parked["digest_settings"]["last_error"]
+    assert digest_pass(db) == 0
+
+
+def test_a_schedule_naming_another_owners_group_is_parked_not_sent(db: Db) -> None:
+    ids = seed.add_recipient(db)
+    stranger = seed.add_recipient(db, name="Eve")
+    schedule = add_legacy_schedule(db, ids["recipient"], stranger["group"])
+    make_due(db, schedule)
+    db.execute(  # enqueue refuses such a job now; the original system did not
+        "insert into notification_jobs (recipient_id, group_id, notification_type, "
+        "delivery_method, status, content) values (%s, %s, 'digest', 'email', 'held', '{}')",
+        (ids["recipient"], stranger["group"]),
+    )
+
+    assert digest_pass(db) == 0
+    assert digest_jobs(db) == []
+    parked = schedule_row(db, schedule)
+    assert parked["next_digest_scheduled"] is None
+    assert "does not belong to the owner" in parked["digest_settings"]["last_error"]
+
+
+def test_a_parked_schedule_resumes_when_its_rule_is_corrected(db: Db) -> None:
+    ids = seed.add_recipient(db)
+    schedule = add_legacy_schedule(
+        db,
+        ids["recipient"],
+        frequency="weekly",
+        next_digest_scheduled=datetime.now(UTC) - timedelta(hours=1),
+    )
+    digest_pass(db)
+    assert schedule_row(db, schedule)["next_digest_scheduled"] is None
+    db.execute("update digest_schedules set delivery_day = 3 where id = %s", (schedule,))
+    fixed = schedule_row(db, schedule)
+    assert fixed["next_digest_scheduled"] == expected_next(db, schedule)
+    assert "last_error" not in fixed["digest_settings"]
+
+
+def test_a_parked_schedule_stays_parked_until_it_is_corrected(db: Db) -> None:
+    """Given a next delivery by hand, a parked invalid schedule is parked again, not run with
+    its unchecked rule; removing last_error is refused while it is still invalid."""
+    ids = seed.add_recipient(db)
+    schedule = add_legacy_schedule(
+        db,
+        ids["recipient"],
+        ids["group"],
+        timezone="EST",
+        digest_settings={"last_error": "invalid digest schedule: EST"},
+    )
+    db.execute(
+        "insert into notification_jobs (recipient_id, group_id, notification_type, "
+        "delivery_method, status, content) values (%s, %s, 'digest', 'email', 'held', '{}')",
+        (ids["recipient"], ids["group"]),
+    )
+    make_due(db, schedule)
+    assert digest_pass(db) == 0
+    assert schedule_row(db, schedule)["next_digest_scheduled"] is None
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="'EST' is a fixed-offset"):
+        db.execute(
+            "update digest_schedules set digest_settings = digest_settings - 'last_error' "
+            "where id = %s",
+            (schedule,),
+        )
+    db.execute(
+        "update digest_schedules set timezone = 'America/New_York' where id = %s", (schedule,)
+    )
+    assert schedule_row(db, schedule)["next_digest_scheduled"] == expected_next(db, schedule)
+
+
+@pytest.mark.parametrize("kind", ["digest", "immediate"])
+@pytest.mark.parametrize("schedule_state", ["inactive", "parked"])
+def test_a_job_no_live_schedule_will_carry_is_not_held(
+    db: Db, kind: str, schedule_state: str
+) -> None:
+    ids = seed.add_recipient(db)
+    seed.set_preferences(db, ids["recipient"], effective_frequency="daily")
+    schedule = add_schedule(db, ids["recipient"], ids["group"])
+    if schedule_state == "inactive":
+        db.execute("update digest_schedules set is_active = false where id = %s", (schedule,))
+    else:
+        db.execute(
+            "update digest_schedules set next_digest_scheduled = null, "
+            """digest_settings = '{"last_error": "broken"}' where id = %s""",
+            (schedule,),
+        )
+        assert schedule_row(db, schedule)["next_digest_scheduled"] is None
+    assert seed.job(db, enqueue(db, ids, kind, subject="x"))["status"] == "pending"
+
+
+def test_a_group_whose_schedule_is_parked_falls_to_the_recipient_wide_schedule(db: Db) -> None:
+    ids = seed.add_recipient(db)
+    group_schedule = add_schedule(db, ids["recipient"], ids["group"])
+    db.execute(
+        "update digest_schedules set next_digest_scheduled = null, "
+        """digest_settings = '{"last_error": "broken"}' where id = %s""",
+        (group_schedule,),
+    )
+    wide_schedule = add_schedule(db, ids["recipient"], None)
+    item = enqueue(db, ids, subject="in the group")
+    assert seed.job(db, item)["status"] == "held"
+    make_due(db, wide_schedule)
+    assert digest_pass(db) == 1
+    assert seed.job(db, item)["status"] == "digested"
+
+
+def test_a_second_recipient_wide_schedule_of_the_same_frequency_is_refused(db: Db) -> None:
+    ids = seed.add_recipient(db)
+    add_schedule(db, ids["recipient"], None)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        add_schedule(db, ids["recipient"], None)
+    add_schedule(db, ids["recipient"], None, frequency="weekly", delivery_day=1)
+    add_schedule(db, ids["recipient"], None, is_active=False)
+
+
 def test_a_period_never_gets_a_second_digest_even_if_its_schedule_is_reset(db: Db) -> None:
     ids = seed.add_recipient(db)
     schedule = add_schedule(db, ids["recipient"], ids["group"])
@@ -661,6 +809,64 @@ def test_migration_over_the_original_schema_schedules_existing_rows(
         conn.execute(
             "update digest_schedules set next_digest_scheduled = now() - interval '1 minute' "
             "where frequency = 'daily'"
+        )
+        assert conn.execute("select create_digest_jobs() as n").fetchone() == {"n": 1}
+
+
+def test_migration_parks_invalid_legacy_schedules_and_deduplicates_recipient_wide_ones(
+    empty_database_url: str,
+) -> None:
+    """Legacy rows the original system scheduled although invalid are parked rather than left
+    due (a due invalid row would fail every pass); duplicate recipient-wide schedules keep the
+    oldest active one so the unique index can be built."""
+    compat = migrations.discover()[0]
+    original = Path(__file__).resolve().parents[1] / "fixtures" / "original_schema.sql"
+    with psycopg.connect(empty_database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute(compat.sql.encode())
+        conn.execute(original.read_text().encode())
+
+        def schedule(recipient: Any, frequency: str, day: int | None, zone: str, ago: str) -> Any:
+            row = conn.execute(
+                "insert into digest_schedules (recipient_id, frequency, delivery_day, timezone, "
+                "next_digest_scheduled, created_at) "
+                "values (%s, %s, %s, %s, now() - %s::interval, now() - %s::interval) returning id",
+                (recipient, frequency, day, zone, ago, ago),
+            ).fetchone()
+            assert row is not None
+            return row["id"]
+
+        people = conn.execute(
+            "insert into recipients (parent_id, name, relationship, email) "
+            "select gen_random_uuid(), 'r', 'grandparent', 'r@example.com' "
+            "from generate_series(1, 2) returning id"
+        ).fetchall()
+        legacy, twice = people[0]["id"], people[1]["id"]
+        weekly_without_day = schedule(legacy, "weekly", None, "UTC", "1 hour")
+        abbreviation = schedule(legacy, "daily", None, "EST", "1 hour")
+        oldest = schedule(twice, "daily", None, "UTC", "2 days")
+        newer = schedule(twice, "daily", None, "UTC", "1 day")
+        for recipient in (legacy, twice):
+            conn.execute(
+                "insert into notification_jobs (recipient_id, notification_type, delivery_method, "
+                """status, content) values (%s, 'digest', 'email', 'pending', '{"subject": "x"}')""",
+                (recipient,),
+            )
+
+    migrations.apply(empty_database_url)
+
+    with psycopg.connect(empty_database_url, autocommit=True, row_factory=dict_row) as conn:
+        rows = {r["id"]: r for r in conn.execute("select * from digest_schedules").fetchall()}
+        for parked in (weekly_without_day, abbreviation):
+            assert rows[parked]["next_digest_scheduled"] is None
+            assert "invalid digest schedule" in rows[parked]["digest_settings"]["last_error"]
+        assert "fixed-offset" in rows[abbreviation]["digest_settings"]["last_error"]
+        assert rows[oldest]["is_active"] is True
+        assert rows[newer]["is_active"] is False
+        assert str(oldest) in rows[newer]["digest_settings"]["deactivated_reason"]
+        conn.execute(
+            "select enqueue_notification_job(%s, null, null, 'digest', 'normal', 'email', "
+            """'{"subject": "y"}', 0)""",
+            (twice,),
         )
         assert conn.execute("select create_digest_jobs() as n").fetchone() == {"n": 1}
 

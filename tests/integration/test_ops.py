@@ -182,6 +182,27 @@ def test_retry_failed_with_filters_and_dry_run(
     assert statuses(db) == {"failed": 2, "queued": 4}  # due now: claimed at once
 
 
+def test_retry_leaves_jobs_with_an_unknown_outcome_unless_asked(
+    db: psycopg.Connection[Any], base_env: dict[str, str]
+) -> None:
+    recipient = seed.add_recipient(db)["recipient"]
+    unknown = insert_jobs(db, recipient, 2, status="failed", processed_ago_seconds=60,
+                          failure_reason="outcome unknown: SendGrid read timed out")  # fmt: skip
+    timeouts = insert_jobs(db, recipient, 1, status="failed", processed_ago_seconds=60,
+                           failure_reason="gave up after 4 attempts: SendGrid timed out")  # fmt: skip
+    dry = notifier(base_env, "retry", "--failed", "--reason-like", "timed out", "--dry-run")
+    assert dry.stdout.strip() == "would retry 1 failed job(s)"
+    done = notifier(base_env, "retry", "--failed", "--since", "24h", "--reason-like", "timed out")
+    assert done.stdout.startswith("retried 1 failed job(s)"), done.stderr
+    assert seed.job(db, timeouts[0])["status"] == "pending"
+    assert {seed.job(db, j)["status"] for j in unknown} == {"failed"}
+    forced = notifier(base_env, "retry", "--failed", "--include-unknown")
+    assert forced.stdout.startswith("retried 2 failed job(s)"), forced.stderr
+    assert {seed.job(db, j)["status"] for j in unknown} == {"pending"}
+    helped = notifier(base_env, "retry", "--help")
+    assert "--include-unknown" in helped.stdout and "duplicate" in helped.stdout
+
+
 def test_retry_and_export_reject_bad_arguments(base_env: dict[str, str]) -> None:
     no_selection = notifier(base_env, "retry")
     assert no_selection.returncode == 2 and "--failed" in no_selection.stderr
@@ -415,7 +436,7 @@ def test_ops_functions_exist_with_the_parameters_the_store_passes(database_url: 
 
     store = JobStore(Recorder())
     store.set_paused(True, "me", "why")
-    store.retry_failed(None, None, True)
+    store.retry_failed(None, None, True, True)
     with psycopg.connect(database_url) as conn:
         for function, params in calls.items():
             rows = conn.execute(

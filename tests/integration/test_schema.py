@@ -316,7 +316,9 @@ def test_owner_reads_do_not_scan_every_tenant(db: psycopg.Connection[Any]) -> No
     assert "notifier_owns_recipient(" not in text
 
 
-def test_a_migration_edited_after_it_was_applied_is_reported(empty_database_url: str, tmp_path: Any) -> None:
+def test_a_migration_edited_after_it_was_applied_is_reported(
+    empty_database_url: str, tmp_path: Any
+) -> None:
     import shutil
 
     from notifier.schema_check import check
@@ -327,8 +329,12 @@ def test_a_migration_edited_after_it_was_applied_is_reported(empty_database_url:
     first = sorted(tmp_path.glob("*.sql"))[0]
     first.write_text(first.read_text() + "\n-- edited\n")
     with psycopg.connect(empty_database_url) as conn:
-        assert [m.path.name for m in migrations.changed_since_applied(conn, tmp_path)] == [first.name]
-    assert any("changed after it was applied" in problem for problem in check(empty_database_url, tmp_path))
+        assert [m.path.name for m in migrations.changed_since_applied(conn, tmp_path)] == [
+            first.name
+        ]
+    assert any(
+        "changed after it was applied" in problem for problem in check(empty_database_url, tmp_path)
+    )
 
 
 def test_check_reports_a_missing_trigger(database_url: str, db: psycopg.Connection[Any]) -> None:
@@ -336,4 +342,6 @@ def test_check_reports_a_missing_trigger(database_url: str, db: psycopg.Connecti
 
     assert not any("trigger" in p for p in check(database_url))
     db.execute("drop trigger notification_jobs_notify_due on notification_jobs")
-    assert "trigger notification_jobs_notify_due on notification_jobs is missing" in check(database_url)
+    assert "trigger notification_jobs_notify_due on notification_jobs is missing" in check(
+        database_url
+    )

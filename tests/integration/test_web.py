@@ -9,16 +9,20 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 from redis import Redis
 
 from notifier.breaker import ProviderBreaker
+from notifier.db_state import bounded, connect
 from notifier.errors import TransientDeliveryError
 from notifier.localstack import LocalRedis
+from notifier.probes import database_task
 from notifier.queues import enqueue_claims
 from notifier.store import Claim
 from tests.integration import seed
@@ -202,6 +206,54 @@ def test_hanging_postgres_answers_within_a_second(redis_url: str, worker: None) 
     assert sample(samples, "notifier_up", component="postgres") == 0
     assert sample(samples, "notifier_up", component="redis") == 1
     assert sample(samples, "notifier_workers_registered") == 1
+
+
+def test_many_clients_with_postgres_hanging_still_see_redis_healthy(
+    redis_url: str, worker: None
+) -> None:
+    settings = make_settings(None, redis_url, health_cache_seconds=1.0)
+    with HangingServer() as peer, running_web(
+        settings.model_copy(update={"database_url": SecretStr(hanging_url("postgresql", peer.port)),
+                                    "web_threads": 16})
+    ) as web:  # fmt: skip
+        answers: list[Any] = []
+        for _round in range(3):  # each hung probe holds its thread >= 2 s (libpq's minimum)
+            with ThreadPoolExecutor(12) as clients:
+                answers += clients.map(lambda _i: get(web, "/health"), range(12))
+        accepted = peer.accepted
+    assert max(a.seconds for a in answers) < ONE_SECOND
+    assert {a.json()["redis"]["connected"] for a in answers} == {True}
+    assert {a.json()["database"]["connected"] for a in answers} == {False}
+    assert accepted <= 2  # one probe in flight at a time, not one per request
+
+
+def test_database_probes_send_no_startup_options_and_still_time_out(database_url: str) -> None:
+    with connect(database_url, connect_timeout=2, application_name="notifier-test") as conn:
+        assert conn.info.options == ""  # PgBouncer and Supavisor refuse `options`
+        with pytest.raises(psycopg.errors.QueryCanceled), bounded(conn, 0.2):
+            conn.execute("select pg_sleep(5)")
+        row = conn.execute("show statement_timeout").fetchone()
+        assert row is not None and row["statement_timeout"] == "0"  # local to the transaction
+    settings = make_settings(database_url, None, health_timeout=0.3)
+    task = database_task(settings, lambda conn: conn.execute("select pg_sleep(5)").fetchall(),
+                         "notifier-test-sleep")  # fmt: skip
+    assert task is not None
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        task.run()
+
+
+def test_held_digest_items_are_counted(
+    db: psycopg.Connection[Any], database_url: str, redis_url: str
+) -> None:
+    recipient = seed.add_recipient(db)["recipient"]
+    insert_jobs(db, recipient, 2, status="held")
+    db.execute("update notification_jobs set created_at = now() - interval '1 hour'"
+               " where status = 'held'")  # fmt: skip
+    with running_web(make_settings(database_url, redis_url)) as web:
+        samples = parse_metrics(get(web, "/metrics").text)
+    assert sample(samples, "notifier_jobs", status="held", method="email") == 2
+    assert (sample(samples, "notifier_held_oldest_seconds") or 0) >= 3600
+    assert sample(samples, "notifier_jobs_finished_24h", status="digested", method="sms") == 0
 
 
 def test_postgres_with_nothing_listening_is_unhealthy(redis_url: str) -> None:
