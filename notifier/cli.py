@@ -91,33 +91,18 @@ def poller(burst: bool) -> None:
       notifier poller
       notifier poller --burst      # drain what is due now, then exit
     """
-    from notifier.poller import Poller, PollerPolicy
-    from notifier.queues import redis_connection
-    from notifier.runtime import build_store
+    from notifier.runtime import build_poller
 
     settings = _settings()
     try:
-        redis_url = settings.require_redis_url()
-        database_url = settings.require_database_url()
+        runner = build_poller(settings)
     except ConfigError as error:
         _fail(str(error))
-    store = build_store(settings, pool_size=2)
-    policy = PollerPolicy(
-        poll_interval=settings.poll_interval,
-        reaper_interval=settings.reaper_interval,
-        claim_batch_size=settings.claim_batch_size,
-        rq_job_size=settings.rq_job_size,
-        max_in_flight=settings.max_in_flight,
-        lease_seconds=settings.lease_seconds,
-        unknown_outcome=settings.unknown_outcome,
-        rq_job_timeout=settings.rq_job_timeout,
-    )
-    runner = Poller(store, redis_connection(redis_url), database_url, policy)
     runner.install_signal_handlers()
     try:
         runner.run(burst=burst)
     finally:
-        store.close()
+        runner.close()
 
 
 @main.command()

@@ -63,6 +63,10 @@ class Poller:
         self._name = f"{socket.gethostname()}:{id(self):x}"
         self._next_reap = 0.0
 
+    def close(self) -> None:
+        """Release the store's connections (after `run` has returned)."""
+        self._store.close()
+
     def stop(self, *_: object) -> None:
         """Finish the current claim-and-enqueue, then return (SIGTERM, SIGINT)."""
         self._stopping.set()

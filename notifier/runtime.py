@@ -5,6 +5,7 @@ from __future__ import annotations
 from notifier.breaker import ProviderBreaker
 from notifier.config import Settings
 from notifier.delivery import Deliverer, DeliveryPolicy
+from notifier.poller import Poller, PollerPolicy
 from notifier.providers.registry import build_providers
 from notifier.queues import redis_connection
 from notifier.render import Renderer, default_template_dir
@@ -18,6 +19,23 @@ def build_store(settings: Settings, *, pool_size: int | None = None) -> JobStore
         settings.require_database_url(), max_size=pool_size or settings.db_pool_size
     )
     return JobStore(caller)
+
+
+def build_poller(settings: Settings) -> Poller:
+    """A poller over DATABASE_URL and REDIS_URL (two database connections: claims, reaper)."""
+    policy = PollerPolicy(
+        poll_interval=settings.poll_interval,
+        reaper_interval=settings.reaper_interval,
+        claim_batch_size=settings.claim_batch_size,
+        rq_job_size=settings.rq_job_size,
+        max_in_flight=settings.max_in_flight,
+        lease_seconds=settings.lease_seconds,
+        unknown_outcome=settings.unknown_outcome,
+        rq_job_timeout=settings.rq_job_timeout,
+    )
+    redis = redis_connection(settings.require_redis_url())
+    database_url = settings.require_database_url()
+    return Poller(build_store(settings, pool_size=2), redis, database_url, policy)
 
 
 def build_deliverer(settings: Settings) -> Deliverer:

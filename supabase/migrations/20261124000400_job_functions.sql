@@ -507,24 +507,6 @@ begin
 end
 $$;
 
--- Removes jobs in a terminal state (and, by cascade, their delivery logs) older than
--- p_days_to_keep days, and expired preference cache rows. Returns the number of jobs removed.
-create or replace function cleanup_notification_data(p_days_to_keep integer default 30)
-returns integer
-language plpgsql security definer set search_path = public, pg_temp as $$
-declare
-  v_deleted integer;
-begin
-  if p_days_to_keep is null or p_days_to_keep < 1 then
-    raise exception 'days_to_keep must be at least 1, got %', coalesce(p_days_to_keep::text, 'NULL')
-      using errcode = '22023';
-  end if;
-  delete from notification_jobs
-   where status in ('sent', 'failed', 'skipped', 'cancelled')
-     and coalesce(processed_at, updated_at, created_at) < now() - make_interval(days => p_days_to_keep);
-  get diagnostics v_deleted = row_count;
-  delete from notification_preferences_cache
-   where cache_expires_at < now() - make_interval(days => p_days_to_keep);
-  return v_deleted;
-end
-$$;
+-- cleanup_notification_data(p_days_to_keep) is defined in 20261124000600_digests.sql, where
+-- the last status it has to know about (digested) is introduced.
+

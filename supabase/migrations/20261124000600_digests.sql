@@ -482,9 +482,10 @@ begin
 end
 $$;
 
--- As in 20261124000400, plus carried digest items: removes jobs in a terminal state older than
--- p_days_to_keep days, and 'digested' items that old once their digest job is terminal too (or
--- gone). Held, pending and in-flight jobs are never removed. Returns the number of jobs removed.
+-- Removes jobs in a terminal state (and, by cascade, their delivery logs) older than
+-- p_days_to_keep days, 'digested' items that old once their digest job is terminal too (or
+-- gone), and expired preference cache rows. Held, pending and in-flight jobs are never
+-- removed. Returns the number of jobs removed.
 create or replace function cleanup_notification_data(p_days_to_keep integer default 30)
 returns integer
 language plpgsql security definer set search_path = public, pg_temp as $$
