@@ -224,7 +224,7 @@ def retry(
 @click.command()
 @click.argument("job_ids", nargs=-1, required=True, type=click.UUID)
 def cancel(job_ids: tuple[Any, ...]) -> None:
-    """Cancel pending or queued jobs by id (exit 1 if any could not be cancelled).
+    """Cancel pending, queued or held jobs by id (exit 1 if any could not be cancelled).
 
     \b
     Examples:

@@ -491,15 +491,16 @@ begin
 end
 $$;
 
--- pending/queued → cancelled. An end user may cancel only jobs of their own recipients; a job
--- already being sent cannot be cancelled. Returns whether the job was cancelled.
+-- pending/queued/held → cancelled (held: a digest item, 20261124000600_digests.sql). An end
+-- user may cancel only jobs of their own recipients; a job already being sent cannot be
+-- cancelled. Returns whether the job was cancelled.
 create or replace function cancel_notification_job(p_job_id uuid) returns boolean
 language plpgsql security definer set search_path = public, pg_temp as $$
 begin
   update notification_jobs j
      set status = 'cancelled', lease_token = null, locked_until = null, processed_at = now(),
          updated_at = now()
-   where j.id = p_job_id and j.status in ('pending', 'queued')
+   where j.id = p_job_id and j.status in ('pending', 'queued', 'held')
      and (not notifier_caller_is_end_user()
           or exists (select 1 from recipients r
                       where r.id = j.recipient_id and r.parent_id = auth.uid()));

@@ -942,3 +942,17 @@ def test_scheduler_refuses_a_malformed_interval_naming_the_variable(
     )
     assert done.returncode == 2
     assert "NOTIFIER_DIGEST_INTERVAL is malformed" in done.stderr
+
+
+def test_a_held_item_can_be_cancelled_and_is_then_left_out_of_the_digest(db: Db) -> None:
+    ids = seed.add_recipient(db)
+    schedule = add_schedule(db, ids["recipient"], ids["group"])
+    kept, cancelled = (enqueue(db, ids, subject=s, body="b") for s in ("kept", "cancelled"))
+    assert seed.job(db, cancelled)["status"] == "held"
+    row = db.execute("select cancel_notification_job(%s) as ok", (cancelled,)).fetchone()
+    assert row is not None and row["ok"] is True
+    make_due(db, schedule)
+    assert digest_pass(db) == 1
+    [digest] = digest_jobs(db)
+    assert [item["job_id"] for item in digest["content"]["items"]] == [kept]
+    assert seed.job(db, cancelled)["status"] == "cancelled"
