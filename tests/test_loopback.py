@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,18 +20,6 @@ VALID_MAIL: dict[str, Any] = {
     "content": [{"type": "text/plain", "value": "Hi"}],
 }
 BEARER = {"Authorization": "Bearer SG.key.secret"}
-
-
-@pytest.fixture
-def sendgrid() -> Iterator[SendGridLoopback]:
-    with SendGridLoopback() as server:
-        yield server
-
-
-@pytest.fixture
-def twilio() -> Iterator[TwilioLoopback]:
-    with TwilioLoopback() as server:
-        yield server
 
 
 def post_mail(server: SendGridLoopback, body: Any, headers: dict[str, str] | None = None) -> Any:

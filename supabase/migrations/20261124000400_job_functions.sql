@@ -396,7 +396,8 @@ $$;
 
 -- processing → pending or failed when the worker knows it cannot tell whether the provider got
 -- the message (a read timeout or a dropped connection after the request was written, an
--- unexpected error during the call). Same policy and log status as the reaper's, at once.
+-- unexpected error during the call), and, from the reaper, when its lease expired. Logged as
+-- 'unknown'; p_unknown_outcome 'retry' redelivers (at least once), 'fail' gives up.
 create or replace function record_unknown_notification_outcome(
   p_job_id uuid, p_lease_token uuid, p_provider text, p_error_message text,
   p_unknown_outcome varchar default 'retry'
@@ -467,21 +468,11 @@ begin
      where j.status = 'processing' and j.locked_until < now()
      limit p_limit for update skip locked
   loop
-    perform notifier_log_attempt(v_job, 'unknown', null, null, null, 'UNKNOWN_OUTCOME',
-      'the worker was lost during this attempt; the provider may or may not have sent it', null);
-    if p_unknown_outcome = 'fail' or coalesce(v_job.retry_count, 0) >= coalesce(v_job.max_retries, 3) then
-      update notification_jobs
-         set status = 'failed', processed_at = now(), lease_token = null, locked_until = null,
-             failure_reason = 'outcome unknown: the worker was lost during the attempt',
-             updated_at = now()
-       where id = v_job.id;
+    if record_unknown_notification_outcome(v_job.id, v_job.lease_token, null,
+         'the worker was lost during the attempt; the provider may or may not have sent it',
+         p_unknown_outcome) = 'failed' then
       v_unknown_fail := v_unknown_fail + 1;
     else
-      update notification_jobs
-         set status = 'pending', retry_count = coalesce(retry_count, 0) + 1, scheduled_for = now(),
-             lease_token = null, locked_until = null, updated_at = now(),
-             metadata = coalesce(metadata, '{}'::jsonb) || '{"unknown_outcome": true}'::jsonb
-       where id = v_job.id;
       v_unknown_retry := v_unknown_retry + 1;
     end if;
   end loop;

@@ -227,12 +227,6 @@ def original_url(pg_server: LocalPostgres) -> str:
 
 
 @pytest.fixture
-def sendgrid() -> Iterator[SendGridLoopback]:
-    with SendGridLoopback() as server:
-        yield server
-
-
-@pytest.fixture
 def env(base_env: dict[str, str], original_url: str, sendgrid: SendGridLoopback) -> dict[str, str]:
     return base_env | {
         "DATABASE_URL": original_url,

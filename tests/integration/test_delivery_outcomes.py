@@ -4,7 +4,6 @@ spec-checking loopback providers: retries, permanent failures, the breaker, fenc
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -21,12 +20,6 @@ from tests.support.loopback import SendGridLoopback, sendgrid_error
 
 FAIL_MAX = 3
 RESET_TIMEOUT = 2
-
-
-@pytest.fixture
-def sendgrid() -> Iterator[SendGridLoopback]:
-    with SendGridLoopback() as server:
-        yield server
 
 
 @pytest.fixture

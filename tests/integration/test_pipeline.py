@@ -7,7 +7,6 @@ import collections
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -20,18 +19,6 @@ from tests.integration.pipeline import poller_burst, statuses, wait_for, worker_
 from tests.support.loopback import SendGridLoopback, TwilioLoopback
 
 ACCOUNT_SID = "AC" + "0" * 32
-
-
-@pytest.fixture
-def sendgrid() -> Iterator[SendGridLoopback]:
-    with SendGridLoopback() as server:
-        yield server
-
-
-@pytest.fixture
-def twilio() -> Iterator[TwilioLoopback]:
-    with TwilioLoopback() as server:
-        yield server
 
 
 @pytest.fixture
