@@ -14,9 +14,9 @@ import time
 
 import psycopg
 
-from notifier import migrations
-from notifier.devstack import poller_command, worker_command
-from notifier.localstack import LocalPostgres, LocalRedis
+from notifier.devstack.demo import poller_command, worker_command
+from notifier.devstack.servers import LocalPostgres, LocalRedis
+from notifier.schema import migrate as migrations
 
 
 def run_case(

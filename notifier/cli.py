@@ -47,11 +47,11 @@ def migrate(dry_run: bool, check: bool) -> None:
     """
     import psycopg
 
-    from notifier import migrations
+    from notifier.schema import migrate as migrations
 
     url = _database_url(_settings())
     if check:
-        from notifier.schema_check import check as check_schema
+        from notifier.schema.check import check as check_schema
 
         try:
             problems = check_schema(url)
@@ -91,7 +91,7 @@ def poller(burst: bool) -> None:
       notifier poller
       notifier poller --burst      # drain what is due now, then exit
     """
-    from notifier.runtime import build_poller
+    from notifier.pipeline.runtime import build_poller
 
     settings = _settings()
     try:
@@ -117,8 +117,8 @@ def scheduler(burst: bool) -> None:
       notifier scheduler
       notifier scheduler --burst   # one pass now, then exit
     """
-    from notifier.digests import DigestScheduler
-    from notifier.runtime import build_store
+    from notifier.digests.scheduler import DigestScheduler
+    from notifier.pipeline.runtime import build_store
 
     settings = _settings()
     _database_url(settings)
@@ -150,7 +150,7 @@ def dev(seconds: float | None, outbox: str) -> None:
     Example:
       notifier dev --seconds 20
     """
-    from notifier.devstack import run_dev
+    from notifier.devstack.demo import run_dev
 
     try:
         code = run_dev(seconds=seconds, outbox=outbox)
@@ -195,9 +195,9 @@ def adopt(
     from redis import Redis
     from redis.exceptions import RedisError
 
-    from notifier import adopt as adoption
-    from notifier import bullmq
-    from notifier.runtime import build_store
+    from notifier.adoption import adopt as adoption
+    from notifier.adoption import bullmq
+    from notifier.pipeline.runtime import build_store
 
     settings = _settings()
     _database_url(settings)
@@ -259,8 +259,8 @@ def handback(timeout: float) -> None:
     """
     import psycopg
 
-    from notifier.handback import hand_back
-    from notifier.runtime import build_store
+    from notifier.adoption.handback import hand_back
+    from notifier.pipeline.runtime import build_store
 
     settings = _settings()
     _database_url(settings)
@@ -277,8 +277,8 @@ def handback(timeout: float) -> None:
 
 
 def _add_operations_commands() -> None:
-    """web, status, pause, resume, retry, cancel, export, cleanup (notifier/ops_cli.py)."""
-    from notifier.ops_cli import COMMANDS
+    """web, status, pause, resume, retry, cancel, export, cleanup (operations/commands.py)."""
+    from notifier.operations.commands import COMMANDS
 
     for command in COMMANDS:
         main.add_command(command)

@@ -11,7 +11,7 @@ import sys
 from notifier.config import load_settings
 from notifier.errors import ConfigError
 from notifier.log import QUIET_LOGGERS
-from notifier.queues import QUEUE_NAMES
+from notifier.pipeline.queues import QUEUE_NAMES
 
 try:
     _settings = load_settings()

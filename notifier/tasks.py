@@ -1,28 +1,9 @@
-"""RQ entry points. Thin: each builds (once per process) the deliverer and hands it the batch."""
+"""`notifier.tasks.deliver_batch` at the dotted path RQ jobs already in Redis name.
 
-from __future__ import annotations
+The implementation lives in `notifier.pipeline.tasks`; this path stays importable so jobs
+enqueued before an upgrade still run.
+"""
 
-import os
+from notifier.pipeline.tasks import deliver_batch
 
-from notifier.config import load_settings
-from notifier.delivery import Deliverer
-from notifier.runtime import build_deliverer
-from notifier.store import Claim
-
-_deliverer: Deliverer | None = None
-_deliverer_pid: int | None = None
-
-
-def _current_deliverer() -> Deliverer:
-    """One deliverer per process; a forked work horse builds its own (no shared sockets)."""
-    global _deliverer, _deliverer_pid
-    if _deliverer is None or _deliverer_pid != os.getpid():
-        _deliverer = build_deliverer(load_settings())
-        _deliverer_pid = os.getpid()
-    return _deliverer
-
-
-def deliver_batch(claims: list[list[str]]) -> dict[str, int]:
-    """Deliver `[[job_id, lease_token], ...]`; returns counts by outcome (sent, retried, ...)."""
-    parsed = [Claim(job_id=str(job_id), lease_token=str(token)) for job_id, token in claims]
-    return _current_deliverer().deliver_batch(parsed)
+__all__ = ["deliver_batch"]

@@ -1,5 +1,9 @@
-"""Shared fixtures. Unit tests need nothing; integration tests (tests/integration) get a real
-PostgreSQL and Redis started once per session by notifier.localstack."""
+"""Shared fixtures and the test tiers.
+
+tests/unit needs no server (fakeredis at most); tests/integration gets a real PostgreSQL and
+Redis started once per session by notifier.devstack.servers. Each test is marked with its tier
+by folder, so `pytest -m unit` or `-m integration` picks one.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,16 @@ import pytest
 from tests.support.loopback import SendGridLoopback, TwilioLoopback
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+TIERS = ("unit", "integration", "chaos")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the tier its folder names (tests/<tier>/...)."""
+    for item in items:
+        parts = item.path.parts
+        tier = next((part for part in TIERS if part in parts[-3:-1]), None)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 def require_binary(found: bool, what: str) -> None:

@@ -17,8 +17,13 @@ import pytest
 from psycopg.rows import dict_row
 from redis import Redis
 
-from notifier import migrations
-from notifier.localstack import LocalPostgres, LocalRedis, find_postgres_bindir, find_redis_server
+from notifier.devstack.servers import (
+    LocalPostgres,
+    LocalRedis,
+    find_postgres_bindir,
+    find_redis_server,
+)
+from notifier.schema import migrate as migrations
 from notifier.store import JobStore
 from notifier.store.postgres import PostgresCaller
 from tests.conftest import require_binary

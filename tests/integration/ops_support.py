@@ -20,8 +20,8 @@ from redis import Redis
 from rq import Queue, Worker
 
 from notifier.config import Settings, load_settings
-from notifier.queues import QUEUE_NAMES
-from notifier.web import make_server, run_until
+from notifier.operations.web import make_server, run_until
+from notifier.pipeline.queues import QUEUE_NAMES
 
 
 def make_settings(database_url: str | None, redis_url: str | None, **extra: Any) -> Settings:

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from notifier.devstack import poller_command, worker_command
+from notifier.devstack.demo import poller_command, worker_command
 
 WORKER_LINE = ["rq", "worker", "-c", "notifier.rq_settings"]
 

@@ -26,11 +26,15 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from redis import Redis
 
-from notifier import migrations
-from notifier.adopt import verdict
-from notifier.bullmq import BullMQError, NodeRemover, OldJob, OldQueue, bullmq_version_in, masked
-from notifier.devstack import command
-from notifier.localstack import LocalPostgres
+from notifier.adoption.bullmq import (
+    BullMQError,
+    NodeRemover,
+    OldQueue,
+    bullmq_version_in,
+)
+from notifier.devstack.demo import command
+from notifier.devstack.servers import LocalPostgres
+from notifier.schema import migrate as migrations
 from notifier.store import JobStore
 from notifier.store.postgres import PostgresCaller
 from tests.conftest import require_binary
@@ -534,36 +538,6 @@ def test_adopt_refuses_while_an_active_job_is_still_locked(
     assert f"job {job_id} is active and locked by a BullMQ worker for another" in done.stdout
     assert snapshot(original_url) == before
     assert old_queue.states([job_id]) == {job_id: "active"}
-
-
-@pytest.mark.parametrize(
-    ("state", "fields", "expected"),
-    [
-        ("completed", {"returnvalue": '{"success": true, "messageId": "m1"}'}, ("sent", "m1", None)),
-        ("completed", {"returnvalue": '{"success": false, "error": "bad"}'}, ("failed", None, "bad")),
-        ("completed", {"returnvalue": "not json"}, ("unknown", None, None)),
-        ("failed", {"failedReason": "boom", "atm": "3"}, ("failed", None, "boom")),
-        ("delayed", {}, ("pending", None, None)),
-        ("delayed", {"atm": "1"}, ("unknown", None, None)),  # an attempt may have gone out
-        ("waiting", {"ats": "1"}, ("unknown", None, None)),  # stalled back to waiting
-        ("active", {"ats": "2", "atm": "1"}, ("unknown", None, None)),
-    ],
-)  # fmt: skip
-def test_verdict_reads_bullmqs_fields(
-    state: str, fields: dict[str, str], expected: tuple[str, str | None, str | None]
-) -> None:
-    result = verdict("j", OldJob("j", state, fields))
-    assert (result.outcome, result.message_id, result.reason) == expected
-    assert result.remove == (state in ("delayed", "waiting", "active"))
-    assert verdict("j", None).outcome == "unknown" and not verdict("j", None).remove
-
-
-def test_masked_hides_the_old_queues_url_and_its_password() -> None:
-    url = "redis://worker:p%40ss-w0rd@redis.internal:6379/0"
-    text = f"cannot reach {url}; AUTH p@ss-w0rd refused; AUTH p%40ss-w0rd refused"
-    assert masked(text, url) == (
-        "cannot reach redis://worker:***@redis.internal:6379/0; AUTH *** refused; AUTH *** refused"
-    )
 
 
 def test_node_removal_errors_never_print_the_old_queues_password(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from redis import Redis
 
-from notifier.breaker import ProviderBreaker
-from notifier.delivery import Deliverer, DeliveryPolicy
+from notifier.pipeline.breaker import ProviderBreaker
+from notifier.pipeline.delivery import Deliverer, DeliveryPolicy
+from notifier.pipeline.render import Renderer, default_template_dir
 from notifier.providers.sendgrid import SendGridProvider
-from notifier.render import Renderer, default_template_dir
 from notifier.store import Claim, JobStore
 from tests.integration import seed
 from tests.support.loopback import SendGridLoopback, sendgrid_error
@@ -227,7 +227,7 @@ def test_a_success_that_cannot_be_recorded_is_never_resent(
     sendgrid: SendGridLoopback,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from notifier import delivery
+    from notifier.pipeline import delivery
     from notifier.store.postgres import PostgresCaller
 
     monkeypatch.setattr(delivery, "RECORD_RETRY_PAUSES", (0.0, 0.0))

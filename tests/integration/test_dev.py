@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from notifier.devstack import command
+from notifier.devstack.demo import command
 from tests.integration.conftest import REPO
 
 

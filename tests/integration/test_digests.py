@@ -20,9 +20,9 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from notifier import migrations
-from notifier.devstack import command
-from notifier.localstack import LocalPostgres
+from notifier.devstack.demo import command
+from notifier.devstack.servers import LocalPostgres
+from notifier.schema import migrate as migrations
 from notifier.store import JobStore
 from tests.integration import seed
 from tests.integration.pipeline import poller_burst, run, wait_for, worker_burst

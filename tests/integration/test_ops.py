@@ -23,10 +23,10 @@ from click.testing import CliRunner
 from psycopg.rows import dict_row
 from redis import Redis
 
-from notifier import migrations
 from notifier.cli import main
-from notifier.devstack import command, poller_command
-from notifier.localstack import LocalPostgres
+from notifier.devstack.demo import command, poller_command
+from notifier.devstack.servers import LocalPostgres
+from notifier.schema import migrate as migrations
 from tests.conftest import require_binary
 from tests.integration import seed
 from tests.integration.conftest import REPO

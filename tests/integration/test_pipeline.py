@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from redis import Redis
 
-from notifier.devstack import poller_command, worker_command
+from notifier.devstack.demo import poller_command, worker_command
 from tests.integration import seed
 from tests.integration.pipeline import poller_burst, statuses, wait_for, worker_burst
 from tests.support.loopback import SendGridLoopback, TwilioLoopback

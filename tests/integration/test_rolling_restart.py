@@ -20,8 +20,8 @@ from psycopg.rows import dict_row
 from redis import Redis
 from rq import Worker
 
-from notifier.devstack import command
-from notifier.queues import QUEUE_NAMES
+from notifier.devstack.demo import command
+from notifier.pipeline.queues import QUEUE_NAMES
 from tests.integration import seed
 from tests.integration.conftest import REPO
 from tests.integration.pipeline import statuses, wait_for

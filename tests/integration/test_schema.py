@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from notifier import migrations
+from notifier.schema import migrate as migrations
 from notifier.store import JobStore
 from tests.integration.seed import add_recipient
 
@@ -325,7 +325,7 @@ def test_a_migration_edited_after_it_was_applied_is_reported(
 ) -> None:
     import shutil
 
-    from notifier.schema_check import check
+    from notifier.schema.check import check
 
     for migration in migrations.discover():
         shutil.copy(migration.path, tmp_path / migration.path.name)
@@ -342,7 +342,7 @@ def test_a_migration_edited_after_it_was_applied_is_reported(
 
 
 def test_check_reports_a_missing_trigger(database_url: str, db: psycopg.Connection[Any]) -> None:
-    from notifier.schema_check import check
+    from notifier.schema.check import check
 
     assert not any("trigger" in p for p in check(database_url))
     db.execute("drop trigger notification_jobs_notify_due on notification_jobs")

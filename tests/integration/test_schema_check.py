@@ -9,9 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from notifier import migrations, schema_check
-from notifier.devstack import command
-from notifier.localstack import LocalPostgres
+from notifier.devstack.demo import command
+from notifier.devstack.servers import LocalPostgres
+from notifier.schema import check as schema_check
+from notifier.schema import migrate as migrations
 
 REPO = Path(__file__).resolve().parents[2]
 ORIGINAL_SCHEMA = REPO / "tests" / "fixtures" / "original_schema.sql"

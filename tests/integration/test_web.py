@@ -18,12 +18,12 @@ import pytest
 from pydantic import SecretStr
 from redis import Redis
 
-from notifier.breaker import ProviderBreaker
-from notifier.db_state import bounded, connect
+from notifier.devstack.servers import LocalRedis
 from notifier.errors import TransientDeliveryError
-from notifier.localstack import LocalRedis
-from notifier.probes import database_task
-from notifier.queues import enqueue_claims
+from notifier.operations.db_state import bounded, connect
+from notifier.operations.probes import database_task
+from notifier.pipeline.breaker import ProviderBreaker
+from notifier.pipeline.queues import enqueue_claims
 from notifier.store import Claim
 from tests.integration import seed
 from tests.integration.ops_support import (

@@ -1,0 +1,1 @@
+"""Throwaway local PostgreSQL and Redis servers (`servers`) and the `notifier dev` demo."""

@@ -1,0 +1,177 @@
+"""The operator's actions: pause and resume claiming, drain, retry failed jobs, cancel jobs,
+clean up old rows. Each state change is a SQL function called through `JobStore`, over one
+connection that fails fast (an operator at a terminal wants an error now, not a pool that
+retries for half a minute).
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from notifier.operations.db_state import DictConnection, bounded, connect, read_backlog
+from notifier.store import JobStore
+from notifier.store.postgres import adapt_argument, function_call_query
+
+OPS_CONNECT_TIMEOUT = 5.0
+OPS_STATEMENT_TIMEOUT = 300.0  # a bulk retry or cleanup may touch many rows
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class ConnectionCaller:
+    """`FunctionCaller` over one connection (see notifier/store/base.py); each call is its own
+    transaction, cancelled after `statement_timeout` seconds."""
+
+    def __init__(
+        self, conn: DictConnection, statement_timeout: float = OPS_STATEMENT_TIMEOUT
+    ) -> None:
+        self._conn = conn
+        self._statement_timeout = statement_timeout
+
+    def call(self, function: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        query = function_call_query(function, tuple(params))
+        values = {name: adapt_argument(value) for name, value in params.items()}
+        with bounded(self._conn, self._statement_timeout):
+            return self._conn.execute(query, values).fetchall()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@contextmanager
+def open_store(database_url: str) -> Iterator[tuple[JobStore, DictConnection]]:
+    """A job store and its connection, closed on exit."""
+    conn = connect(database_url, connect_timeout=OPS_CONNECT_TIMEOUT,
+                   application_name="notifier-ops")  # fmt: skip
+    store = JobStore(ConnectionCaller(conn))
+    try:
+        yield store, conn
+    finally:
+        store.close()
+
+
+def operator() -> str:
+    """`user@host`, recorded with a pause so the next on-call knows whom to ask."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class InFlight:
+    queued: int
+    processing: int
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.processing
+
+
+def in_flight(conn: DictConnection) -> InFlight:
+    backlog = read_backlog(conn)
+    return InFlight(queued=backlog.queued, processing=backlog.processing)
+
+
+def wait_for_drain(
+    conn: DictConnection,
+    timeout: float,
+    *,
+    interval: float = 1.0,
+    on_tick: Callable[[InFlight], None] = lambda _f: None,
+) -> InFlight:
+    """Wait until no job is queued or processing (or `timeout` passes); returns the last count.
+
+    While paused, jobs whose RQ copy was lost (Redis flushed) stay queued until their lease
+    expires and the poller's reaper returns them to pending; the wait covers that too.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        current = in_flight(conn)
+        on_tick(current)
+        if current.total == 0 or time.monotonic() >= deadline:
+            return current
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def handed_back(conn: DictConnection) -> bool:
+    """Whether `notifier handback` paused claiming (the original worker owns the queue now).
+
+    The check exists once the adoption migration is applied; before that, never.
+    """
+    row = conn.execute(
+        "select to_regprocedure('public.notifier_handed_back()') is not null as known"
+    ).fetchone()
+    if not row or not row["known"]:
+        return False
+    answer = conn.execute("select notifier_handed_back() as yes").fetchone()
+    return bool(answer and answer["yes"])
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    job_id: str
+    cancelled: bool
+    status: str | None  # the job's status when it could not be cancelled; None: no such job
+
+    def describe(self) -> str:
+        if self.cancelled:
+            return f"{self.job_id}: cancelled"
+        if self.status is None:
+            return f"{self.job_id}: no such job"
+        return (
+            f"{self.job_id}: not cancelled, it is {self.status} "
+            "(only pending or queued jobs can be cancelled)"
+        )
+
+
+def cancel_jobs(store: JobStore, conn: DictConnection, job_ids: list[str]) -> list[CancelOutcome]:
+    outcomes = []
+    for job_id in job_ids:
+        if store.cancel(job_id):
+            outcomes.append(CancelOutcome(job_id, True, "cancelled"))
+            continue
+        row = conn.execute(
+            "select status from notification_jobs where id = %s", (job_id,)
+        ).fetchone()
+        outcomes.append(CancelOutcome(job_id, False, None if row is None else row["status"]))
+    return outcomes
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`24h`, `30m`, `7d`, `2w`, `90s` ago, or an ISO 8601 time (UTC when it has no offset)."""
+    match = _DURATION.match(text)
+    if match:
+        amount, unit = float(match.group(1)), match.group(2).lower()
+        return (now or datetime.now(UTC)) - timedelta(seconds=amount * _UNITS[unit])
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"expected a duration like 24h, 30m, 7d or an ISO time like 2026-11-24T09:00, "
+            f"got {text!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def reason_pattern(text: str) -> str:
+    """A substring to match anywhere (case-insensitive), or an ILIKE pattern if it has `%`."""
+    return text if "%" in text else f"%{text}%"
+
+
+def valid_job_id(text: str) -> str:
+    """The canonical form of a job id; ValueError when it is not a UUID."""
+    try:
+        return str(uuid.UUID(text.strip()))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a job id (a UUID)") from None

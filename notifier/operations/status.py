@@ -1,0 +1,261 @@
+"""`notifier status`: is it flowing? One screen (or one JSON document) from Postgres and Redis.
+
+Postgres: jobs by status and method, the backlog due now, failed jobs and their top reasons,
+the last 24 h (success rate, provider time and scheduled-to-sent latency: average and p95),
+paused or not and what is still in flight. Redis: workers and heartbeats, breakers, queues.
+Each side is read on its own, so one unreachable server still leaves the other's figures.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from notifier.config import Settings
+from notifier.operations.db_state import DictConnection, bounded, connect, read_backlog
+from notifier.operations.probes import configured_providers, describe_error
+from notifier.operations.redis_state import RedisState, probe_client, read_redis_state
+from notifier.redaction import endpoint, plain
+
+STATUSES = (
+    "pending", "queued", "processing", "sent", "failed", "skipped", "cancelled", "held",
+    "digested",
+)  # fmt: skip
+METHODS = ("email", "sms", "whatsapp", "push")
+TOP_REASONS = 10
+CLI_CONNECT_TIMEOUT = 5.0
+CLI_STATEMENT_TIMEOUT = 60.0
+CLI_REDIS_TIMEOUT = 3.0
+
+_JOBS = """
+select status, delivery_method as method, count(*) as n
+  from notification_jobs group by status, delivery_method
+"""
+_DUE = """
+select delivery_method as method, count(*) as n,
+       extract(epoch from now() - min(scheduled_for))::float8 as oldest_seconds
+  from notification_jobs where status = 'pending' and scheduled_for <= now()
+ group by delivery_method
+"""
+_REASONS = """
+select left(coalesce(failure_reason, '(no reason recorded)'), 160) as reason, count(*) as n
+  from notification_jobs where status = 'failed'
+ group by 1 order by 2 desc, 1 limit %(limit)s
+"""
+_LAST_24H = """
+with finished as (
+  select count(*) filter (where status = 'sent') as sent,
+         count(*) filter (where status = 'failed') as failed,
+         count(*) filter (where status = 'skipped') as skipped
+    from notification_jobs where processed_at >= now() - interval '24 hours'
+), delivered as (
+  select l.delivery_duration_ms::float8 as provider_ms,
+         extract(epoch from l.delivery_time - j.scheduled_for)::float8 * 1000 as latency_ms
+    from notification_delivery_logs l join notification_jobs j on j.id = l.job_id
+   where l.delivery_time >= now() - interval '24 hours' and l.status = 'delivered'
+)
+select finished.sent, finished.failed, finished.skipped,
+       (select avg(provider_ms) from delivered) as provider_avg_ms,
+       (select percentile_cont(0.95) within group (order by provider_ms) from delivered)
+         as provider_p95_ms,
+       (select avg(latency_ms) from delivered) as latency_avg_ms,
+       (select percentile_cont(0.95) within group (order by latency_ms) from delivered)
+         as latency_p95_ms
+  from finished
+"""
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    """Everything `notifier status` shows, as plain JSON-able data; `errors` lists what failed."""
+    now = datetime.now(UTC)
+    report: dict[str, Any] = {
+        "timestamp": now.isoformat(),
+        "database": {"endpoint": endpoint(plain(settings.database_url))},
+        "redis": {"endpoint": endpoint(plain(settings.redis_url))},
+        "errors": [],
+    }
+    database_url = plain(settings.database_url)
+    if database_url:
+        try:
+            with (
+                connect(database_url, connect_timeout=CLI_CONNECT_TIMEOUT,
+                        application_name="notifier-status") as conn,
+                bounded(conn, CLI_STATEMENT_TIMEOUT),
+            ):  # fmt: skip
+                report.update(_database_part(conn))
+        except Exception as error:
+            report["errors"].append(f"PostgreSQL: {describe_error(error)}")
+    else:
+        report["errors"].append("DATABASE_URL is not set")
+    redis_url = plain(settings.redis_url)
+    if redis_url:
+        client = probe_client(redis_url, CLI_REDIS_TIMEOUT)
+        try:
+            state = read_redis_state(
+                client,
+                providers=configured_providers(settings),
+                reset_timeout=settings.breaker_reset_timeout,
+                now=now,
+            )
+            report.update(_redis_part(state, now))
+        except Exception as error:
+            report["errors"].append(f"Redis: {describe_error(error)}")
+        finally:
+            client.close()
+    else:
+        report["errors"].append("REDIS_URL is not set")
+    return report
+
+
+def _database_part(conn: DictConnection) -> dict[str, Any]:
+    jobs: dict[str, dict[str, int]] = {s: dict.fromkeys(METHODS, 0) for s in STATUSES}
+    for row in conn.execute(_JOBS).fetchall():
+        jobs.setdefault(row["status"], dict.fromkeys(METHODS, 0))[row["method"]] = int(row["n"])
+    backlog = read_backlog(conn)
+    due = {
+        row["method"]: {"due": int(row["n"]), "oldest_seconds": round(row["oldest_seconds"], 1)}
+        for row in conn.execute(_DUE).fetchall()
+    }
+    reasons = conn.execute(_REASONS, {"limit": TOP_REASONS}).fetchall()
+    day = conn.execute(_LAST_24H).fetchone() or {}
+    finished = int(day.get("sent") or 0) + int(day.get("failed") or 0)
+    return {
+        "paused": backlog.paused,
+        "pause": {
+            "paused_at": backlog.paused_at.isoformat() if backlog.paused_at else None,
+            "paused_by": backlog.paused_by,
+            "reason": backlog.paused_reason,
+        },
+        "in_flight": {"queued": backlog.queued, "processing": backlog.processing},
+        "jobs": jobs,
+        "backlog": {
+            "due_now": backlog.due_now,
+            "oldest_due_seconds": backlog.as_dict()["oldest_due_seconds"],
+            "by_method": due,
+        },
+        "failed": {
+            "total": sum(jobs.get("failed", {}).values()),
+            "last_24h": backlog.failed_24h,
+            "top_reasons": [{"reason": r["reason"], "count": int(r["n"])} for r in reasons],
+        },
+        "last_24h": {
+            "sent": int(day.get("sent") or 0),
+            "failed": int(day.get("failed") or 0),
+            "skipped": int(day.get("skipped") or 0),
+            "success_rate": round(int(day.get("sent") or 0) / finished, 4) if finished else None,
+            "provider_ms": _avg_p95(day, "provider"),
+            "scheduled_to_sent_ms": _avg_p95(day, "latency"),
+        },
+    }
+
+
+def _redis_part(state: RedisState, now: datetime) -> dict[str, Any]:
+    return {
+        "workers": [
+            {
+                "name": w.name,
+                "state": w.state,
+                "current_job": w.current_job,
+                "last_heartbeat": w.last_heartbeat.isoformat() if w.last_heartbeat else None,
+                "heartbeat_age_seconds": _round(w.heartbeat_age(now)),
+                "hostname": w.hostname,
+                "pid": w.pid,
+            }
+            for w in state.workers
+        ],
+        "breakers": {
+            b.provider: {
+                "state": b.state,
+                "failure_count": b.failure_count,
+                "opened_at": b.opened_at.isoformat() if b.opened_at else None,
+                "next_retry": b.next_retry.isoformat() if b.next_retry else None,
+            }
+            for b in state.breakers.values()
+        },
+        "queues": {name: counts.as_dict() for name, counts in state.queues.items()},
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as a few readable tables for a terminal."""
+    lines = [f"notifier status at {report['timestamp']}"]
+    lines.append(f"database {report['database']['endpoint']}, redis {report['redis']['endpoint']}")
+    if "paused" in report:
+        flight = report["in_flight"]
+        in_flight = f"{flight['queued']} queued, {flight['processing']} processing"
+        if report["paused"]:
+            pause = report["pause"]
+            by = f" by {pause['paused_by']}" if pause["paused_by"] else ""
+            why = f" ({pause['reason']})" if pause["reason"] else ""
+            lines.append(f"claiming: PAUSED since {pause['paused_at']}{by}{why}")
+            lines.append(f"still in flight (draining): {in_flight}")
+        else:
+            lines.append(f"claiming: active; in flight: {in_flight}")
+        lines += ["", *_table(report["jobs"])]
+        backlog = report["backlog"]
+        due = ", ".join(
+            f"{m} {v['due']} (oldest {v['oldest_seconds']:.0f} s)"
+            for m, v in sorted(backlog["by_method"].items())
+        )
+        lines += ["", f"backlog due now: {backlog['due_now']}" + (f" — {due}" if due else "")]
+        failed = report["failed"]
+        lines.append(f"failed jobs: {failed['total']} ({failed['last_24h']} in the last 24 h)")
+        lines += [f"  {r['count']:>7}  {r['reason']}" for r in failed["top_reasons"]]
+        day = report["last_24h"]
+        rate = "n/a" if day["success_rate"] is None else f"{day['success_rate'] * 100:.1f} %"
+        lines += [
+            "",
+            f"last 24 h: {day['sent']} sent, {day['failed']} failed, {day['skipped']} skipped; "
+            f"success rate {rate}",
+            f"  provider time      avg {_fmt_ms(day['provider_ms']['avg'])}, "
+            f"p95 {_fmt_ms(day['provider_ms']['p95'])}",
+            f"  scheduled → sent   avg {_fmt_ms(day['scheduled_to_sent_ms']['avg'])}, "
+            f"p95 {_fmt_ms(day['scheduled_to_sent_ms']['p95'])}",
+        ]
+    if "workers" in report:
+        lines += ["", f"workers: {len(report['workers'])}"]
+        for w in report["workers"]:
+            age = w["heartbeat_age_seconds"]
+            lines.append(
+                f"  {w['name']:<34} {w['state']:<10} heartbeat "
+                f"{'never' if age is None else f'{age:.0f} s ago'}"
+                f"{'  job ' + w['current_job'] if w['current_job'] else ''}"
+            )
+        for provider, b in sorted(report["breakers"].items()):
+            retry = f", next try {b['next_retry']}" if b["state"] == "open" else ""
+            lines.append(f"breaker {provider}: {b['state']} ({b['failure_count']} failures{retry})")
+        for name, q in report["queues"].items():
+            lines.append(
+                f"queue {name}: {q['queued']} waiting, {q['started']} started, "
+                f"{q['failed']} failed, {q['deferred']} deferred, {q['scheduled']} scheduled"
+            )
+    if report["errors"]:
+        lines += ["", *(f"error: {e}" for e in report["errors"])]
+    return "\n".join(lines)
+
+
+def _table(jobs: dict[str, dict[str, int]]) -> list[str]:
+    header = f"{'jobs':<11}" + "".join(f"{m:>10}" for m in METHODS) + f"{'total':>10}"
+    rows = [header]
+    for status, by_method in jobs.items():
+        cells = "".join(f"{by_method.get(m, 0):>10}" for m in METHODS)
+        rows.append(f"{status:<11}{cells}{sum(by_method.values()):>10}")
+    return rows
+
+
+def _avg_p95(row: dict[str, Any], prefix: str) -> dict[str, float | None]:
+    return {"avg": _ms(row.get(f"{prefix}_avg_ms")), "p95": _ms(row.get(f"{prefix}_p95_ms"))}
+
+
+def _ms(value: Any) -> float | None:
+    return None if value is None else round(float(value), 1)
+
+
+def _fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -1,0 +1,184 @@
+"""`notifier web`: `/health`, `/health/redis` and `/metrics`, served by waitress.
+
+A plain WSGI app: three read-only routes need no framework. waitress is a small, pure-Python,
+well-kept WSGI server with a thread pool, so a probe waiting on a hanging Redis never blocks
+another request. Every body passes through the `Redactor` before it leaves, so no configured
+password, key or token can appear in an answer, even inside a driver's error message.
+
+SIGTERM / SIGINT stop it gracefully: it stops accepting at once, lets the requests in hand
+finish (up to STOP_GRACE_SECONDS), then exits 0.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
+
+from prometheus_client.exposition import choose_encoder
+from waitress import create_server, wasyncore  # type: ignore[import-untyped]
+
+from notifier.config import Settings
+from notifier.log import event
+from notifier.operations.health import health_body, observe, redis_health_body
+from notifier.operations.metrics import build_registry
+from notifier.redaction import Redactor, plain
+
+logger = logging.getLogger("notifier.operations.web")
+STOP_GRACE_SECONDS = 5.0
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+Response = tuple[int, list[tuple[str, str]], bytes]
+_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
+
+
+class WebApp:
+    """The WSGI application; stateless apart from the settings and the metrics registry."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._redact = Redactor.for_settings(settings)
+        self._registry = build_registry(settings)
+        token = plain(settings.web_token)
+        self._token = None if token is None else token.encode("utf-8")
+        self._routes: dict[str, Callable[[dict[str, Any]], Response]] = {
+            "/health": self._health,
+            "/health/redis": self._health_redis,
+            "/metrics": self._metrics,
+            "/": self._index,
+        }
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.monotonic()
+        path = environ.get("PATH_INFO") or "/"
+        route = self._routes.get(path.rstrip("/") or "/")
+        if route is None:
+            status, headers, body = self._json(404, {"error": f"no such path: {path[:100]}"})
+        elif environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            status, headers, body = self._json(405, {"error": "only GET and HEAD are allowed"})
+            headers.append(("Allow", "GET, HEAD"))
+        else:
+            try:
+                status, headers, body = route(environ)
+            except Exception:
+                logger.exception("web_request_failed", extra={"notifier_fields": {"path": path}})
+                status, headers, body = self._json(500, {"error": "internal error; see the log"})
+        body = self._redact(body.decode("utf-8")).encode("utf-8")
+        headers += [("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+        start_response(f"{status} {_REASONS.get(status, '')}".rstrip(), headers)
+        event(
+            logger,
+            "web_request",
+            logging.DEBUG,
+            path=path[:100],
+            status=status,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    def _authorized(self, environ: dict[str, Any]) -> bool:
+        """No NOTIFIER_WEB_TOKEN, or the request carries it as a bearer token."""
+        if self._token is None:
+            return True
+        scheme, _, given = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8"), self._token
+        )
+
+    def _unauthorized(self) -> Response:
+        status, headers, body = self._json(
+            401, {"error": "send the NOTIFIER_WEB_TOKEN as `Authorization: Bearer <token>`"}
+        )
+        headers.append(("WWW-Authenticate", 'Bearer realm="notifier"'))
+        return status, headers, body
+
+    def _health(self, environ: dict[str, Any]) -> Response:
+        status, body = health_body(observe(self._settings), self._settings)
+        if not self._authorized(environ):
+            # Open to load balancers, but hosts and error messages only with the token.
+            body = {"status": body["status"], "timestamp": body["timestamp"]}
+        return self._json(status, body)
+
+    def _health_redis(self, environ: dict[str, Any]) -> Response:
+        if not self._authorized(environ):
+            return self._unauthorized()
+        return self._json(*redis_health_body(observe(self._settings), self._settings))
+
+    def _metrics(self, environ: dict[str, Any]) -> Response:
+        if not self._authorized(environ):
+            return self._unauthorized()
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        return 200, [("Content-Type", content_type)], encoder(self._registry)
+
+    def _index(self, environ: dict[str, Any]) -> Response:
+        return self._json(200, {"service": "notifier", "paths": ["/health", "/health/redis",
+                                                                 "/metrics"]})  # fmt: skip
+
+    def _json(self, status: int, body: dict[str, Any]) -> Response:
+        # Values are redacted before serialisation: JSON escapes a quote, a backslash or (with
+        # ensure_ascii) any non-ASCII character, so a secret holding one no longer matches in
+        # the serialised text.
+        payload = json.dumps(self._redact.value(body), default=str).encode("utf-8")
+        return status, [("Content-Type", "application/json")], payload
+
+
+def make_server(settings: Settings) -> Any:
+    """A waitress server for the app, bound to NOTIFIER_WEB_HOST:PORT, not yet running."""
+    return create_server(
+        WebApp(settings),
+        host=settings.web_host,
+        port=settings.port,
+        threads=settings.web_threads,
+        ident="notifier",
+        clear_untrusted_proxy_headers=True,
+    )
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM or SIGINT, then stop gracefully; returns the exit code (0)."""
+    server = make_server(settings)
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        event(logger, "web_stopping", signal=signal.Signals(signum).name)
+        stopping.set()
+        server.pull_trigger()  # wake the poll loop now
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+    port = int(server.effective_port)
+    event(logger, "web_started", host=settings.web_host, port=port, threads=settings.web_threads)
+    run_until(server, stopping)
+    event(logger, "web_stopped")
+    return 0
+
+
+def run_until(server: Any, stopping: threading.Event) -> None:
+    """waitress' loop, until `stopping` is set; then drain and close.
+
+    Stop accepting first, keep serving the requests already in hand (their responses are
+    flushed by this loop) for up to STOP_GRACE_SECONDS, then close what is left.
+    """
+    while not stopping.is_set():
+        wasyncore.loop(timeout=0.5, map=server._map, use_poll=True, count=1)
+    wasyncore.dispatcher.close(server)  # the listening socket only; the trigger stays
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while _busy(server) and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
+    server.task_dispatcher.shutdown(timeout=1)
+    wasyncore.close_all(server._map)
+
+
+def _busy(server: Any) -> bool:
+    """A request is being handled or its response is not fully sent yet."""
+    return any(
+        channel.requests or channel.total_outbufs_len
+        for channel in list(server.active_channels.values())
+    )

@@ -1,0 +1,353 @@
+"""Deliver one batch of claimed jobs: start (fenced) → skip? → render → breaker → send → record.
+
+Every outcome is recorded through one SQL function (complete, retry, fail, skip, defer), right
+after its provider call, so a lost worker leaves at most the jobs in hand with an unknown
+outcome. Nothing here raises for a bad job: a malformed job fails with a readable reason and
+the worker goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rq.timeouts import BaseTimeoutException
+
+from notifier.errors import PermanentDeliveryError, TransientDeliveryError, UnknownOutcomeError
+from notifier.log import event
+from notifier.pipeline.breaker import CircuitOpenError, ProviderBreaker
+from notifier.pipeline.render import Renderer, list_unsubscribe_headers
+from notifier.providers.base import EmailMessage, Message, Provider, TextMessage
+from notifier.store import Claim, JobContext, JobStore
+
+logger = logging.getLogger("notifier.pipeline.delivery")
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# Provider codes that mean the address is bad (bounced) or the recipient opted out (blocked).
+BOUNCED_CODES = frozenset({"21211", "21614", "21635", "30005", "30006", "NO_CONTACT"})
+BLOCKED_CODES = frozenset({"21610"})
+# Pauses between attempts to record an accepted message while the database misbehaves.
+RECORD_RETRY_PAUSES = (0.2, 1.0, 3.0)
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """The knobs delivery needs from the settings, and nothing else."""
+
+    lease_seconds: int
+    backoff_base_seconds: float
+    backoff_cap_seconds: float
+    send_concurrency: int
+    unsubscribe_url_base: str | None = None
+    unknown_outcome: str = "retry"
+
+
+def skip_reason(job: JobContext, now: datetime) -> str | None:
+    """Why this job must not be sent to its recipient now, or None to send it."""
+    if not job.recipient.get("is_active", True):
+        return "recipient is inactive"
+    preferences = job.preferences or {}
+    if preferences.get("is_muted"):
+        until = _as_datetime(preferences.get("muted_until"))
+        if until is None or until > now:
+            return "recipient is muted" + (f" until {until.isoformat()}" if until else "")
+    channels = preferences.get("effective_channels")
+    if isinstance(channels, list) and job.delivery_method not in channels:
+        return f"recipient does not accept {job.delivery_method} notifications"
+    return None
+
+
+def preferences_url(base: str | None, token: str | None) -> str | None:
+    """The recipient's preference page: `{token}` in the base is replaced, else appended."""
+    if not base or not token:
+        return None
+    if "{token}" in base:
+        return base.replace("{token}", token)
+    return f"{base.rstrip('/')}/{token}"
+
+
+def log_status_for(error: PermanentDeliveryError) -> str:
+    if error.code in BLOCKED_CODES:
+        return "blocked"
+    if error.code in BOUNCED_CODES:
+        return "bounced"
+    return "failed"
+
+
+class Deliverer:
+    """Delivers batches of claims with the injected store, providers, breakers and renderer."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        providers: Mapping[str, Provider],
+        breakers: Mapping[str, ProviderBreaker],
+        renderer: Renderer,
+        policy: DeliveryPolicy,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._breakers = breakers
+        self._renderer = renderer
+        self._policy = policy
+
+    def deliver_batch(self, claims: list[Claim]) -> dict[str, int]:
+        """Deliver every claim whose lease is still current; returns counts by outcome.
+
+        Each claim starts its attempt just before its own send (not all at once), so a worker
+        lost mid-batch leaves only the jobs actually in hand with an unknown outcome; the rest
+        are still `queued` and come back without using an attempt.
+        """
+        workers = min(self._policy.send_concurrency, len(claims))
+        if workers <= 1:
+            return dict(Counter(self.deliver_claim(claim) for claim in claims))
+        with ThreadPoolExecutor(workers, thread_name_prefix="send") as pool:
+            return dict(Counter(pool.map(self.deliver_claim, claims)))
+
+    def deliver_claim(self, claim: Claim) -> str:
+        """Start the claim's attempt (fenced by its token) and deliver it; returns the outcome."""
+        started = self._store.start_attempts([claim], self._policy.lease_seconds)
+        if not started:
+            event(logger, "stale_claim_dropped", logging.WARNING, job_id=claim.job_id)
+            return "stale"
+        return self.deliver_one(started[0])
+
+    def deliver_one(self, job: JobContext) -> str:
+        """Deliver one started job and record its outcome; returns the outcome's name.
+
+        Before the provider call any unexpected error is a plain retry (nothing was sent). From
+        the call on, nothing may turn into a retry: see `_send`.
+        """
+        try:
+            prepared = self._prepare(job)
+        except Exception as error:  # a bug must not lose the job or stop the batch
+            logger.exception("delivery_crashed", extra={"notifier_fields": {"job_id": job.job_id}})
+            self._store.retry(
+                job,
+                "notifier",
+                "INTERNAL",
+                f"internal error: {type(error).__name__}: {error}",
+                0,
+                None,
+                self._policy.backoff_base_seconds,
+                self._policy.backoff_cap_seconds,
+            )
+            return "error"
+        if isinstance(prepared, str):
+            return prepared
+        provider, message = prepared
+        return self._send(job, provider, message)
+
+    def _prepare(self, job: JobContext) -> str | tuple[Provider, Message]:
+        """Skip, fail, or return the provider and the rendered message to send."""
+        reason = skip_reason(job, datetime.now(UTC))
+        if reason:
+            recorded = self._store.skip(job, reason)
+            return self._outcome("skipped", recorded, job, reason=reason)
+        provider = self._providers.get(job.delivery_method)
+        try:
+            if provider is None:
+                raise PermanentDeliveryError(
+                    f"delivery method {job.delivery_method} is not supported", code="UNSUPPORTED"
+                )
+            return provider, self.compose(job)
+        except PermanentDeliveryError as error:
+            recorded = self._store.fail(
+                job, None, error.code, error.message, log_status=log_status_for(error)
+            )
+            return self._outcome("failed", recorded, job, error=error.message)
+
+    def _outcome(self, outcome: str, recorded: bool, job: JobContext, **fields: Any) -> str:
+        """Log the outcome, or that the job's lease moved on before it could be recorded."""
+        if not recorded:
+            event(
+                logger,
+                "outcome_not_recorded",
+                logging.WARNING,
+                job_id=job.job_id,
+                outcome=outcome,
+                reason="the lease token is no longer current",
+            )
+            return "stale"
+        quiet = outcome in ("skipped", "deferred", "retried")
+        event(
+            logger,
+            f"job_{outcome}",
+            logging.INFO if quiet else logging.WARNING,
+            job_id=job.job_id,
+            attempt=job.attempt,
+            **fields,
+        )
+        return outcome
+
+    def compose(self, job: JobContext) -> Message:
+        """Render the job into the message its provider sends (pure apart from templates)."""
+        recipient = job.recipient
+        pref_url = preferences_url(
+            self._policy.unsubscribe_url_base, recipient.get("preference_token")
+        )
+        context: dict[str, Any] = {
+            "recipient": recipient,
+            "group": {"name": job.group_name} if job.group_name else None,
+            "content": job.content,
+            "preferences_url": pref_url,  # one page serves preferences and unsubscribing
+            "unsubscribe_url": None,
+            "job_id": job.job_id,
+        }
+        if job.delivery_method == "email":
+            address = recipient.get("email")
+            if not address or "@" not in address:
+                raise PermanentDeliveryError("recipient has no email address", code="NO_CONTACT")
+            rendered = self._renderer.email(job.notification_type, context)
+            return EmailMessage(
+                job_id=job.job_id,
+                to=address,
+                to_name=recipient.get("name"),
+                subject=rendered.subject,
+                html=rendered.html,
+                text=rendered.text,
+                headers=list_unsubscribe_headers(pref_url),
+            )
+        phone = (recipient.get("phone") or "").replace(" ", "")
+        if not E164.match(phone):
+            raise PermanentDeliveryError(
+                "recipient has no phone number in E.164 form (+15551234567)", code="NO_CONTACT"
+            )
+        body = self._renderer.text(job.notification_type, context)
+        if job.delivery_method == "whatsapp":
+            return TextMessage(job_id=job.job_id, to=phone, body=body, channel="whatsapp")
+        return TextMessage(job_id=job.job_id, to=phone, body=body, channel="sms")
+
+    def _send(self, job: JobContext, provider: Provider, message: Message) -> str:
+        """Call the provider through its breaker and record what happened.
+
+        Once the call has started the message may be out, so no error here becomes a plain
+        retry: an answer-less failure is an unknown outcome, and if recording a success fails
+        the job stays `processing` for the reaper (which logs it as `unknown`), never resent
+        blindly.
+        """
+        breaker = self._breakers.get(provider.name)
+        started = time.monotonic()
+        name = provider.name
+        try:
+            if breaker is None:
+                receipt = provider.send(message)
+            else:
+                receipt = breaker.guard(lambda: provider.send(message))
+        except CircuitOpenError as error:
+            recorded = self._store.defer(job, error.retry_at, str(error))
+            return self._outcome(
+                "deferred", recorded, job, provider=name, until=error.retry_at.isoformat()
+            )
+        except UnknownOutcomeError as error:
+            return self._unknown(job, name, error.message, _ms_since(started))
+        except TransientDeliveryError as error:
+            duration = _ms_since(started)
+            status = self._store.retry(
+                job,
+                name,
+                error.code,
+                error.message,
+                duration,
+                error.retry_after,
+                self._policy.backoff_base_seconds,
+                self._policy.backoff_cap_seconds,
+            )
+            outcome = "retried" if status == "pending" else "failed"
+            return self._outcome(
+                outcome,
+                status is not None,
+                job,
+                provider=name,
+                duration_ms=duration,
+                error=error.message,
+            )
+        except PermanentDeliveryError as error:
+            duration = _ms_since(started)
+            recorded = self._store.fail(
+                job, name, error.code, error.message, duration, log_status_for(error)
+            )
+            return self._outcome(
+                "failed", recorded, job, provider=name, duration_ms=duration, error=error.message
+            )
+        except BaseTimeoutException:
+            raise  # RQ's job timeout: the job stays `processing` and the reaper takes it
+        except Exception as error:  # the request may have gone out before this
+            logger.exception(
+                "provider_call_crashed", extra={"notifier_fields": {"job_id": job.job_id}}
+            )
+            return self._unknown(job, name, f"{type(error).__name__}: {error}", _ms_since(started))
+        duration = _ms_since(started)
+        current = self._record_success(job, name, receipt.message_id, receipt.response, duration)
+        if not current:
+            event(
+                logger, "sent_after_lease_lost", logging.WARNING, job_id=job.job_id, provider=name
+            )
+        event(
+            logger,
+            "job_sent",
+            job_id=job.job_id,
+            attempt=job.attempt,
+            provider=name,
+            duration_ms=duration,
+            message_id=receipt.message_id,
+        )
+        return "sent"
+
+    def _unknown(self, job: JobContext, provider: str, message: str, duration: int) -> str:
+        status = self._store.record_unknown_outcome(
+            job, provider, message, self._policy.unknown_outcome
+        )
+        return self._outcome(
+            "unknown_outcome",
+            status is not None,
+            job,
+            provider=provider,
+            duration_ms=duration,
+            error=message,
+            now=status,
+        )
+
+    def _record_success(
+        self,
+        job: JobContext,
+        provider: str,
+        message_id: str | None,
+        response: dict[str, Any] | None,
+        duration: int,
+    ) -> bool:
+        """Record an accepted message, retrying a failing database a few times: a success that
+        is not on record would be sent again."""
+        for pause in RECORD_RETRY_PAUSES:
+            try:
+                return self._store.complete(job, provider, message_id, response, duration)
+            except Exception as error:
+                event(
+                    logger,
+                    "record_success_failed",
+                    logging.ERROR,
+                    job_id=job.job_id,
+                    error=f"{type(error).__name__}: {error}",
+                    retry_in_s=pause,
+                )
+                time.sleep(pause)
+        return self._store.complete(job, provider, message_id, response, duration)
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _as_datetime(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value)
+    return None

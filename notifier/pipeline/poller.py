@@ -1,0 +1,190 @@
+"""`notifier poller`: claim due jobs in batches and hand them to RQ; run the reaper.
+
+Three small duties, each on its own interval: claim (woken at once by LISTEN/NOTIFY when a job
+becomes due, else every NOTIFIER_POLL_INTERVAL), reap expired leases (NOTIFIER_REAPER_INTERVAL),
+and back-pressure (claim nothing while NOTIFIER_MAX_IN_FLIGHT notifications wait in Redis).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from redis import Redis
+from redis.exceptions import RedisError
+
+from notifier.log import event
+from notifier.pipeline.queues import enqueue_claims, queued_rq_jobs
+from notifier.store import JobStore
+
+logger = logging.getLogger("notifier.pipeline.poller")
+WAKE_CHANNEL = "notifier_jobs_due"
+RECONNECT_MIN_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 30.0
+# TCP keepalives on the LISTEN connection, so a silently dropped one is noticed in ~a minute.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+@dataclass(frozen=True)
+class PollerPolicy:
+    poll_interval: float
+    reaper_interval: float
+    claim_batch_size: int
+    rq_job_size: int
+    max_in_flight: int
+    lease_seconds: int
+    unknown_outcome: str
+    rq_job_timeout: int
+
+
+class Poller:
+    """Moves due jobs from Postgres to RQ. Any number may run at once (SKIP LOCKED claims)."""
+
+    def __init__(
+        self, store: JobStore, redis: Redis, database_url: str, policy: PollerPolicy
+    ) -> None:
+        self._store = store
+        self._redis = redis
+        self._database_url = database_url
+        self._policy = policy
+        self._stopping = threading.Event()
+        self._name = f"{socket.gethostname()}:{id(self):x}"
+        self._next_reap = 0.0
+
+    def close(self) -> None:
+        """Release the store's connections (after `run` has returned)."""
+        self._store.close()
+
+    def stop(self, *_: object) -> None:
+        """Finish the current claim-and-enqueue, then return (SIGTERM, SIGINT)."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            event(logger, "poller_stopping", signal=signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self, *, burst: bool = False) -> int:
+        """Poll until stopped (`burst`: until nothing is due); returns how many were enqueued.
+
+        A lost database connection does not end the poller: it backs off, reconnects (LISTEN
+        included) and goes on; in burst mode the error ends the run instead.
+        """
+        total = 0
+        backoff = RECONNECT_MIN_SECONDS
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    make_conninfo(self._database_url, **KEEPALIVES), autocommit=True
+                ) as conn:
+                    conn.execute(f"listen {WAKE_CHANNEL}")
+                    event(logger, "poller_started", name=self._name, burst=burst)
+                    backoff = RECONNECT_MIN_SECONDS
+                    total += self._loop(conn, burst=burst)
+                    break
+            except psycopg.OperationalError as error:
+                if burst:
+                    raise
+                event(
+                    logger,
+                    "database_unavailable",
+                    logging.ERROR,
+                    error=type(error).__name__,
+                    retry_in_s=backoff,
+                )
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+        event(logger, "poller_stopped", name=self._name, enqueued=total)
+        return total
+
+    def _loop(self, listen_conn: psycopg.Connection[tuple[object, ...]], *, burst: bool) -> int:
+        total = 0
+        while not self._stopping.is_set():
+            self.reap_if_due()
+            claimed = self.claim_once()
+            total += claimed
+            if claimed >= self._policy.claim_batch_size:
+                continue  # more may be due: claim again without waiting
+            if burst and claimed == 0:
+                break
+            self._wait(listen_conn)
+        return total
+
+    def reap_if_due(self, *, force: bool = False) -> dict[str, int]:
+        now = time.monotonic()
+        if not force and now < self._next_reap:
+            return {}
+        self._next_reap = now + self._policy.reaper_interval
+        released = self._store.release_expired(self._policy.unknown_outcome)
+        if any(released.values()):
+            event(logger, "leases_released", logging.WARNING, **released)
+        return released
+
+    def claim_once(self) -> int:
+        """Claim one batch and enqueue it; returns how many notifications were enqueued."""
+        room = self._room_in_redis()
+        if room <= 0:
+            return 0
+        claims = self._store.claim(
+            min(room, self._policy.claim_batch_size), self._policy.lease_seconds, self._name
+        )
+        if not claims:
+            return 0
+        try:
+            enqueue_claims(
+                self._redis, claims, self._policy.rq_job_size, self._policy.lease_seconds
+            )
+        except RedisError as error:
+            released = self._store.release_claims(claims)
+            event(
+                logger,
+                "enqueue_failed",
+                logging.ERROR,
+                claimed=len(claims),
+                released=released,
+                error=type(error).__name__,
+            )
+            return 0
+        event(logger, "jobs_enqueued", count=len(claims))
+        return len(claims)
+
+    def _room_in_redis(self) -> int:
+        try:
+            waiting = queued_rq_jobs(self._redis) * self._policy.rq_job_size
+        except RedisError as error:
+            event(logger, "redis_unavailable", logging.ERROR, error=type(error).__name__)
+            return 0
+        return self._policy.max_in_flight - waiting
+
+    def _wait(self, listen_conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """Sleep until a job becomes due (NOTIFY), the poll interval passes, or a stop."""
+        deadline = time.monotonic() + self._policy.poll_interval
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # Short slices so a stop is noticed within half a second.
+            woken = any(
+                True for _ in listen_conn.notifies(timeout=min(remaining, 0.5), stop_after=1)
+            )
+            if woken:
+                # One claim serves every job that became due meanwhile: drain the rest. (Not
+                # inside the loop above: a second notifies() there waits on the first's lock.)
+                for _ in listen_conn.notifies(timeout=0.01):
+                    pass
+                return

@@ -1,0 +1,1 @@
+"""The database schema: `notifier migrate` applies supabase/migrations, `--check` verifies it."""
