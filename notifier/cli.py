@@ -91,14 +91,18 @@ def poller(burst: bool) -> None:
       notifier poller
       notifier poller --burst      # drain what is due now, then exit
     """
+    import threading
+
+    from notifier.pipeline.poller import stop_on_signals
+
+    stopping = stop_on_signals(threading.Event())  # first: a SIGTERM while starting is graceful
     from notifier.pipeline.runtime import build_poller
 
     settings = _settings()
     try:
-        runner = build_poller(settings)
+        runner = build_poller(settings, stopping=stopping)
     except ConfigError as error:
         _fail(str(error))
-    runner.install_signal_handlers()
     try:
         runner.run(burst=burst)
     finally:

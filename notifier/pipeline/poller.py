@@ -49,17 +49,40 @@ class PollerPolicy:
     rq_job_timeout: int
 
 
+def stop_on_signals(stopping: threading.Event) -> threading.Event:
+    """Make SIGTERM and SIGINT set `stopping` instead of killing the process.
+
+    Installed before anything slow (settings, connections), so a process manager's SIGTERM
+    during start-up ends the poller gracefully (exit 0) instead of with 143.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        event(logger, "poller_stopping", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stopping
+
+
 class Poller:
     """Moves due jobs from Postgres to RQ. Any number may run at once (SKIP LOCKED claims)."""
 
     def __init__(
-        self, store: JobStore, redis: Redis, database_url: str, policy: PollerPolicy
+        self,
+        store: JobStore,
+        redis: Redis,
+        database_url: str,
+        policy: PollerPolicy,
+        *,
+        stopping: threading.Event | None = None,
     ) -> None:
         self._store = store
         self._redis = redis
         self._database_url = database_url
         self._policy = policy
-        self._stopping = threading.Event()
+        # Shared with `stop_on_signals`, so a SIGTERM during start-up is a graceful stop too.
+        self._stopping = stopping if stopping is not None else threading.Event()
         self._name = f"{socket.gethostname()}:{id(self):x}"
         self._next_reap = 0.0
 
@@ -72,12 +95,7 @@ class Poller:
         self._stopping.set()
 
     def install_signal_handlers(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            event(logger, "poller_stopping", signal=signal.Signals(signum).name)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        stop_on_signals(self._stopping)
 
     def run(self, *, burst: bool = False) -> int:
         """Poll until stopped (`burst`: until nothing is due); returns how many were enqueued.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from notifier.config import Settings
 from notifier.pipeline.breaker import ProviderBreaker
 from notifier.pipeline.delivery import Deliverer, DeliveryPolicy
@@ -21,7 +23,7 @@ def build_store(settings: Settings, *, pool_size: int | None = None) -> JobStore
     return JobStore(caller)
 
 
-def build_poller(settings: Settings) -> Poller:
+def build_poller(settings: Settings, *, stopping: threading.Event | None = None) -> Poller:
     """A poller over DATABASE_URL and REDIS_URL (two database connections: claims, reaper)."""
     policy = PollerPolicy(
         poll_interval=settings.poll_interval,
@@ -35,7 +37,9 @@ def build_poller(settings: Settings) -> Poller:
     )
     redis = redis_connection(settings.require_redis_url())
     database_url = settings.require_database_url()
-    return Poller(build_store(settings, pool_size=2), redis, database_url, policy)
+    return Poller(
+        build_store(settings, pool_size=2), redis, database_url, policy, stopping=stopping
+    )
 
 
 def build_deliverer(settings: Settings) -> Deliverer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,27 @@ def run(
 
 def poller_burst(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return run(poller_command("--burst"), env)
+
+
+def start_poller(env: dict[str, str], timeout: float = 30) -> subprocess.Popen[str]:
+    """Start `notifier poller` and return once it logs `poller_started` (it is LISTENing);
+    its stderr is drained in the background so it never blocks on a full pipe."""
+    process = subprocess.Popen(
+        poller_command(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "poller_started" in line:
+                ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not ready.wait(timeout):
+        process.kill()
+        raise AssertionError(f"notifier poller did not start within {timeout} s")
+    return process
 
 
 def worker_burst(env: dict[str, str], *, simple: bool = False) -> subprocess.CompletedProcess[str]:

@@ -24,14 +24,20 @@ from psycopg.rows import dict_row
 from redis import Redis
 
 from notifier.cli import main
-from notifier.devstack.demo import command, poller_command
+from notifier.devstack.demo import command
 from notifier.devstack.servers import LocalPostgres
 from notifier.schema import migrate as migrations
 from tests.conftest import require_binary
 from tests.integration import seed
 from tests.integration.conftest import REPO
 from tests.integration.ops_support import insert_jobs, registered_worker
-from tests.integration.pipeline import poller_burst, statuses, wait_for, worker_burst
+from tests.integration.pipeline import (
+    poller_burst,
+    start_poller,
+    statuses,
+    wait_for,
+    worker_burst,
+)
 from tests.integration.test_schema_check import create_original_database
 from tests.support.loopback import unused_base_url
 
@@ -91,10 +97,7 @@ def test_pause_survives_a_poller_restart_and_workers_drain(
     slow_poll = base_env | {"NOTIFIER_POLL_INTERVAL": "30"}
     later = enqueue(db, recipient, 2)
     for _restart in range(2):  # the pause holds for a running poller and for a fresh one
-        poller = subprocess.Popen(
-            poller_command(), env=slow_poll, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(0.8)
+        poller = start_poller(slow_poll)
         poller.send_signal(signal.SIGTERM)
         assert poller.wait(timeout=10) == 0
         assert {seed.job(db, j)["status"] for j in later} == {"pending"}
@@ -113,11 +116,8 @@ def test_pause_survives_a_poller_restart_and_workers_drain(
     assert drained.returncode == 0 and "drained" in drained.stdout
     assert {seed.job(db, j)["status"] for j in later} == {"pending"}
 
-    poller = subprocess.Popen(
-        poller_command(), env=slow_poll, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    poller = start_poller(slow_poll)  # listening, idle, paused
     try:
-        time.sleep(1.0)  # listening, idle, paused
         started = time.monotonic()
         resumed = notifier(base_env, "resume")
         assert resumed.returncode == 0 and "claiming resumed" in resumed.stdout
