@@ -193,6 +193,7 @@ def adopt(
       notifier adopt --dry-run
       notifier adopt --bullmq-dir /srv/notification-worker
     """
+    import shutil
     from pathlib import Path
 
     import psycopg
@@ -212,7 +213,12 @@ def adopt(
     directory = Path(bullmq_dir or ".").resolve()
     found = bullmq.bullmq_version_in(directory)
     if bullmq_dir and found is None:
-        _fail(f"node could not load bullmq and ioredis from {directory}; install node there")
+        if shutil.which("node") is None:
+            _fail("node is not installed; install Node.js to remove jobs with BullMQ's own code")
+        _fail(
+            f"node could not load bullmq and ioredis from {directory}; pass the old worker's "
+            "directory (the one with node_modules/bullmq), or run `npm install bullmq` there"
+        )
     redis = Redis.from_url(url, decode_responses=True)
     old_queue = bullmq.OldQueue(redis, queue, prefix)
     remover: bullmq.Remover = (
