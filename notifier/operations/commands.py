@@ -185,8 +185,9 @@ def resume(force: bool) -> None:
 @click.option(
     "--include-unknown",
     is_flag=True,
-    help="Also retry jobs whose outcome was unknown (failure reason 'outcome unknown: ...'): "
-    "the provider may have delivered them, so this may send duplicates.",
+    help="Also retry jobs whose outcome was unknown (outcome_unknown_at is set; their failure "
+    "reason reads 'outcome unknown: ...'): the provider may have delivered them, so this may "
+    "send duplicates.",
 )
 @click.option("--dry-run", is_flag=True, help="Count the jobs that would be retried.")
 def retry(

@@ -7,6 +7,7 @@ PostgreSQL. An advisory lock makes concurrent runs wait for each other instead o
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +19,12 @@ from psycopg.rows import tuple_row
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 _LOCK_KEY = 0x6E6F7469  # "noti": one advisory lock for all notifier migration runs
 
-_BOOKKEEPING = """
-create table if not exists notifier_schema_migrations (
-  version text primary key,
-  name text not null,
-  checksum text not null,
-  applied_at timestamptz not null default now()
+# The bookkeeping table is defined once, in the migration that creates it (where `supabase db
+# push` creates it too, for the grants and policies that follow). `apply` runs that statement
+# before the first migration, so even the first one is recorded in its own transaction.
+_BOOKKEEPING = re.compile(
+    r"^create table if not exists notifier_schema_migrations \(.*?^\);", re.I | re.M | re.S
 )
-"""
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,18 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
         version, _, name = path.stem.partition("_")
         found.append(Migration(version=version, name=name, path=path))
     return found
+
+
+def bookkeeping_table_sql() -> str:
+    """The `create table if not exists notifier_schema_migrations (...)` statement of notifier's
+    own migrations (whatever directory is being applied: the table is notifier's)."""
+    for migration in discover(MIGRATIONS_DIR):
+        if match := _BOOKKEEPING.search(migration.sql):
+            return match.group(0)
+    raise RuntimeError(
+        f"no migration in {MIGRATIONS_DIR} creates notifier_schema_migrations: the package is "
+        "incomplete; reinstall notifier"
+    )
 
 
 def applied_versions(conn: psycopg.Connection[Any]) -> set[str]:
@@ -92,7 +103,7 @@ def apply(
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
-            conn.execute(_BOOKKEEPING)
+            conn.execute(bookkeeping_table_sql().encode("utf-8"))
             done = applied_versions(conn)
             for migration in discover(directory):
                 if migration.version in done:
