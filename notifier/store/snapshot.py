@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, LiteralString, TypeVar
 
 from notifier.store.queries import query
 from notifier.store.session import DictConnection
@@ -181,7 +181,7 @@ def _flow(conn: DictConnection) -> Flow:
         Due(row["method"], int(row["n"]), int(row["awaiting_retry"]), row["oldest_seconds"])
         for row in conn.execute(query("due_by_method")).fetchall()
     )
-    return Flow(due=due, finished_24h=_counts(conn, "finished_24h"))
+    return Flow(due=due, finished_24h=_counts(conn, query("finished_24h")))
 
 
 def _activity(conn: DictConnection, window_seconds: int) -> Activity:
@@ -193,11 +193,11 @@ def _activity(conn: DictConnection, window_seconds: int) -> Activity:
         for r in rows
     )
     return Activity(
-        unfinished=_counts(conn, "unfinished_jobs"),
+        unfinished=_counts(conn, query("unfinished_jobs")),
         oldest_held_seconds=held["oldest"] if held else None,
         deliveries=deliveries,
-        latency=_histograms(conn, "latency_histogram", window_seconds, LATENCY_BUCKETS),
-        duration=_histograms(conn, "duration_histogram", window_seconds, DURATION_BUCKETS),
+        latency=_histograms(conn, query("latency_histogram"), window_seconds, LATENCY_BUCKETS),
+        duration=_histograms(conn, query("duration_histogram"), window_seconds, DURATION_BUCKETS),
     )
 
 
@@ -205,7 +205,7 @@ def _overview(conn: DictConnection, top_reasons: int) -> Overview:
     reasons = conn.execute(query("top_failure_reasons"), {"limit": top_reasons}).fetchall()
     times = conn.execute(query("delivery_times_24h")).fetchone() or {}
     return Overview(
-        jobs=_counts(conn, "job_counts"),
+        jobs=_counts(conn, query("job_counts")),
         top_failure_reasons=tuple(FailureReason(r["reason"], int(r["n"])) for r in reasons),
         delivery_times=DeliveryTimes(
             provider_avg_ms=_float(times.get("provider_avg_ms")),
@@ -216,16 +216,16 @@ def _overview(conn: DictConnection, top_reasons: int) -> Overview:
     )
 
 
-def _counts(conn: DictConnection, name: str) -> Counts:
-    rows = conn.execute(query(name)).fetchall()
+def _counts(conn: DictConnection, sql: LiteralString) -> Counts:
+    rows = conn.execute(sql).fetchall()
     return {(str(row["status"]), str(row["method"])): int(row["n"]) for row in rows}
 
 
 def _histograms(
-    conn: DictConnection, name: str, window_seconds: int, bounds: tuple[float, ...]
+    conn: DictConnection, sql: LiteralString, window_seconds: int, bounds: tuple[float, ...]
 ) -> dict[str, Histogram]:
     params = {"window": window_seconds, "bounds": list(bounds)}
-    rows = conn.execute(query(name), params).fetchall()
+    rows = conn.execute(sql, params).fetchall()
     by_provider: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_provider.setdefault(row["provider"], []).append(row)
