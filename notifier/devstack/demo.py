@@ -23,8 +23,8 @@ from psycopg.types.json import Jsonb
 
 from notifier.devstack.servers import LocalPostgres, LocalRedis
 from notifier.schema import migrate as migrations
+from notifier.store.model import FINISHED
 
-TERMINAL = ("sent", "failed", "skipped", "cancelled")
 SCHEDULED_AHEAD_SECONDS = 5
 
 
@@ -177,7 +177,7 @@ def run_dev(*, seconds: float | None, outbox: str, keep_running: bool = False) -
         try:
             while deadline is None or time.monotonic() < deadline:
                 rows = summary(database_url, job_ids)
-                if not keep_running and all(r["status"] in TERMINAL for r in rows):
+                if not keep_running and all(r["status"] in FINISHED for r in rows):
                     break
                 time.sleep(0.5)
         except KeyboardInterrupt:
@@ -195,4 +195,4 @@ def run_dev(*, seconds: float | None, outbox: str, keep_running: bool = False) -
         print()
         print_table(rows)
         print(f"\noutbox: {Path(outbox).resolve()}")
-        return 0 if all(r["status"] in TERMINAL for r in rows) else 1
+        return 0 if all(r["status"] in FINISHED for r in rows) else 1

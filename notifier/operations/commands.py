@@ -24,11 +24,7 @@ from notifier.cli_common import fail as _fail
 from notifier.cli_common import settings_or_exit as _settings
 from notifier.config import Settings
 from notifier.redaction import Redactor, endpoint, plain
-
-JOB_STATUSES = (
-    "pending", "queued", "processing", "sent", "failed", "skipped", "cancelled", "held",
-    "digested",
-)  # fmt: skip
+from notifier.store.model import JobStatus
 
 
 def _echo(settings: Settings, text: str, *, err: bool = False) -> None:
@@ -162,11 +158,11 @@ def resume(force: bool) -> None:
     Example:
       notifier resume
     """
-    from notifier.operations.ops import handed_back, open_store
+    from notifier.operations.ops import open_store
 
     settings = _settings()
-    with _database_errors(settings), open_store(_database_url(settings)) as (store, conn):
-        if handed_back(conn) and not force:
+    with _database_errors(settings), open_store(_database_url(settings)) as (store, _conn):
+        if store.handed_back() and not force:
             _fail("the queue is handed back to the original worker (notifier handback); "
                   "run `notifier adopt` to take it over, or resume --force", 1)  # fmt: skip
         store.set_paused(False)
@@ -235,8 +231,8 @@ def cancel(job_ids: tuple[Any, ...]) -> None:
     from notifier.operations.ops import cancel_jobs, open_store
 
     settings = _settings()
-    with _database_errors(settings), open_store(_database_url(settings)) as (store, conn):
-        outcomes = cancel_jobs(store, conn, [str(job_id) for job_id in job_ids])
+    with _database_errors(settings), open_store(_database_url(settings)) as (store, _conn):
+        outcomes = cancel_jobs(store, [str(job_id) for job_id in job_ids])
     for outcome in outcomes:
         click.echo(outcome.describe())
     if not all(o.cancelled for o in outcomes):
@@ -254,7 +250,7 @@ def cancel(job_ids: tuple[Any, ...]) -> None:
     "--status",
     "statuses",
     multiple=True,
-    type=click.Choice(JOB_STATUSES),
+    type=click.Choice([status.value for status in JobStatus]),
     help="Only jobs in this status (repeatable).",
 )
 @click.option(

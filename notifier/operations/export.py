@@ -2,35 +2,21 @@
 
 Rows are streamed through a server-side cursor, so memory stays flat whatever the size, and
 serialized by Postgres itself (`to_jsonb`), so each line is exactly the row as stored. Rows come
-in table order (no sort, which would read the whole selection before the first line).
+in table order (no sort, which would read the whole selection before the first line). The
+queries are notifier/store/reads.py's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from datetime import datetime
-from typing import IO, Any
+from typing import IO
 
-import psycopg
-
-from notifier.operations.db_state import connect
+from notifier.store.reads import ExportFilter, count_export, stream_export
+from notifier.store.session import connect
 
 FETCH_ROWS = 2000
-
-_FILTER = """
-  from notification_jobs j
- where (%(statuses)s::text[] is null or j.status = any(%(statuses)s::text[]))
-   and (%(since)s::timestamptz is null or j.created_at >= %(since)s::timestamptz)
-"""
-_COUNT = "select count(*) as n" + _FILTER
-_ROWS = (
-    """
-select (to_jsonb(j) || case when %(with_logs)s then jsonb_build_object('delivery_logs',
-          coalesce((select jsonb_agg(to_jsonb(l) order by l.delivery_time, l.created_at)
-                      from notification_delivery_logs l where l.job_id = j.id), '[]'::jsonb))
-        else '{}'::jsonb end)::text as line"""
-    + _FILTER
-)
 
 
 def export_jobs(
@@ -48,31 +34,16 @@ def export_jobs(
     `on_start(total)` gets the number of matching jobs first (for a progress bar), then
     `on_rows(n)` after every batch of `n` lines.
     """
-    params: dict[str, Any] = {
-        "statuses": list(statuses) or None,
-        "since": since,
-        "with_logs": with_logs,
-    }
+    selection = ExportFilter(statuses=statuses, since=since, with_logs=with_logs)
     written = 0
     conn = connect(database_url, connect_timeout=5.0, application_name="notifier-export")
     try:
-        count = conn.execute(_COUNT, params).fetchone()
-        on_start(int(count["n"]) if count else 0)
-        conn.autocommit = False  # a server-side cursor lives in a transaction
-        with conn.transaction(), conn.cursor(name="notifier_export", row_factory=_line) as cur:
-            cur.itersize = FETCH_ROWS
-            cur.execute(_ROWS, params)
-            while batch := cur.fetchmany(FETCH_ROWS):
+        on_start(count_export(conn, selection))
+        with closing(stream_export(conn, selection, FETCH_ROWS)) as batches:
+            for batch in batches:
                 out.writelines(line + "\n" for line in batch)
                 written += len(batch)
                 on_rows(len(batch))
     finally:
         conn.close()
     return written
-
-
-def _line(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], str]:
-    def make(values: Sequence[Any]) -> str:
-        return str(values[0])
-
-    return make

@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from notifier.config import Settings
-from notifier.operations.db_state import Backlog, read_backlog
 from notifier.operations.probes import Probe, database_task, redis_task, run_probes
 from notifier.operations.redis_state import RedisState
 from notifier.redaction import endpoint, plain
+from notifier.store.session import DictConnection
+from notifier.store.snapshot import Backlog, read_snapshot
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class Observation:
     redis_endpoint: str | None
     database_endpoint: str | None
     at: datetime
+
+
+def read_backlog(conn: DictConnection) -> Backlog:
+    """The health probe's reading: the snapshot's backlog alone (cheap, bounded by indexes)."""
+    return read_snapshot(conn).backlog
 
 
 def observe(settings: Settings) -> Observation:

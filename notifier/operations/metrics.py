@@ -15,21 +15,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from notifier.config import Settings
-from notifier.operations.db_state import MetricRows, read_metric_rows
 from notifier.operations.probes import configured_providers, database_task, redis_task, run_probes
 from notifier.operations.redis_state import REGISTRIES, RedisState
 from notifier.pipeline.queues import QUEUE_NAMES
+from notifier.store.model import FINISHED, UNFINISHED, DeliveryMethod, JobStatus
+from notifier.store.session import DictConnection
+from notifier.store.snapshot import Counts, Snapshot, read_snapshot
 
 BREAKER_STATES = ("closed", "half-open", "open")
-JOB_STATUSES = ("pending", "queued", "processing", "held")
-FINISHED_STATUSES = ("sent", "failed", "skipped", "cancelled", "digested")
-METHODS = ("email", "sms", "whatsapp", "push")
 
 
 def window_text(seconds: int) -> str:
@@ -53,7 +51,7 @@ class NotifierCollector(Collector):
             {
                 "redis": redis_task(settings),
                 "postgres": database_task(
-                    settings, lambda conn: read_metric_rows(conn, window), "notifier-metrics"
+                    settings, lambda conn: read_scrape(conn, window), "notifier-metrics"
                 ),
             },
             settings.health_timeout,
@@ -70,9 +68,15 @@ class NotifierCollector(Collector):
         redis = probes["redis"].value
         if redis is not None:
             yield from _redis_metrics(redis, configured_providers(settings))
-        rows = probes["postgres"].value
-        if rows is not None:
-            yield from _database_metrics(rows, window_text(window))
+        snapshot = probes["postgres"].value
+        if snapshot is not None:
+            yield from _database_metrics(snapshot, window_text(window))
+
+
+def read_scrape(conn: DictConnection, window_seconds: int) -> Snapshot:
+    """A scrape's reading: the backlog, the flow and the window's activity (no whole-table
+    count: a scrape is bounded by indexes)."""
+    return read_snapshot(conn, flow=True, window_seconds=window_seconds)
 
 
 def build_registry(settings: Settings) -> CollectorRegistry:
@@ -157,14 +161,15 @@ def _redis_metrics(redis: RedisState, providers: tuple[str, ...]) -> Iterator[Me
         )
 
 
-def _database_metrics(rows: MetricRows, window: str) -> Iterator[Metric]:
+def _database_metrics(snapshot: Snapshot, window: str) -> Iterator[Metric]:
+    flow, activity = snapshot.flow, snapshot.activity
     jobs = GaugeMetricFamily(
         "notifier_jobs",
         "Jobs pending (due or scheduled), queued, processing or held for a digest now, by "
         "delivery method",
         labels=["status", "method"],
     )
-    _fill(jobs, rows.active, JOB_STATUSES)
+    _fill(jobs, activity.unfinished, UNFINISHED)
     yield jobs
     finished = GaugeMetricFamily(
         "notifier_jobs_finished_24h",
@@ -172,7 +177,7 @@ def _database_metrics(rows: MetricRows, window: str) -> Iterator[Metric]:
         "the last 24 h, by method",
         labels=["status", "method"],
     )
-    _fill(finished, rows.finished, FINISHED_STATUSES)
+    _fill(finished, flow.finished_24h, FINISHED)
     yield finished
 
     due = GaugeMetricFamily(
@@ -183,25 +188,27 @@ def _database_metrics(rows: MetricRows, window: str) -> Iterator[Metric]:
         "Pending jobs due now that already failed at least one attempt",
         labels=["method"],
     )
-    due_by_method = {r["method"]: r for r in rows.due}
-    for method in METHODS:
+    due_by_method = {d.method: d for d in flow.due}
+    for method in DeliveryMethod:
         row = due_by_method.get(method)
-        due.add_metric([method], float(row["n"] if row else 0))
-        waiting_retry.add_metric([method], float(row["awaiting_retry"] if row else 0))
+        due.add_metric([method], float(row.count if row else 0))
+        waiting_retry.add_metric([method], float(row.awaiting_retry if row else 0))
     yield due
     yield waiting_retry
     yield GaugeMetricFamily(
         "notifier_backlog_oldest_due_seconds",
         "How long the oldest pending due job has been waiting (0 when none is due)",
-        value=max(0.0, rows.oldest_due_seconds or 0.0),
+        value=max(0.0, snapshot.backlog.oldest_due_seconds or 0.0),
     )
     yield GaugeMetricFamily(
         "notifier_held_oldest_seconds",
         "How long the oldest job held for a digest has been held (0 when none is)",
-        value=max(0.0, rows.oldest_held_seconds or 0.0),
+        value=max(0.0, activity.oldest_held_seconds or 0.0),
     )
     yield GaugeMetricFamily(
-        "notifier_paused", "1 while claiming is paused (notifier pause)", value=float(rows.paused)
+        "notifier_paused",
+        "1 while claiming is paused (notifier pause)",
+        value=float(snapshot.backlog.paused),
     )
 
     deliveries = GaugeMetricFamily(
@@ -216,9 +223,10 @@ def _database_metrics(rows: MetricRows, window: str) -> Iterator[Metric]:
         labels=["provider"],
     )
     retry_totals: dict[str, int] = {}
-    for row in rows.deliveries:
-        deliveries.add_metric([row["provider"], row["method"], row["outcome"]], float(row["n"]))
-        retry_totals[row["provider"]] = retry_totals.get(row["provider"], 0) + int(row["retries"])
+    for attempts in activity.deliveries:
+        labels = [attempts.provider, attempts.method, attempts.outcome]
+        deliveries.add_metric(labels, float(attempts.count))
+        retry_totals[attempts.provider] = retry_totals.get(attempts.provider, 0) + attempts.retries
     for provider, count in sorted(retry_totals.items()):
         retries.add_metric([provider], float(count))
     yield deliveries
@@ -230,7 +238,7 @@ def _database_metrics(rows: MetricRows, window: str) -> Iterator[Metric]:
         f"it, for deliveries in {window}",
         labels=["provider"],
     )
-    for provider, histogram in sorted(rows.latency.items()):
+    for provider, histogram in sorted(activity.latency.items()):
         latency.add_metric([provider], histogram.buckets, histogram.total)
     yield latency
     duration = GaugeHistogramMetricFamily(
@@ -238,14 +246,13 @@ def _database_metrics(rows: MetricRows, window: str) -> Iterator[Metric]:
         f"Seconds per provider request (any outcome), for attempts in {window}",
         labels=["provider"],
     )
-    for provider, histogram in sorted(rows.duration.items()):
+    for provider, histogram in sorted(activity.duration.items()):
         duration.add_metric([provider], histogram.buckets, histogram.total)
     yield duration
 
 
-def _fill(metric: GaugeMetricFamily, rows: list[dict[str, Any]], statuses: tuple[str, ...]) -> None:
+def _fill(metric: GaugeMetricFamily, counts: Counts, statuses: tuple[JobStatus, ...]) -> None:
     """Every (status, method) pair, zero when absent, so series do not vanish between scrapes."""
-    counts = {(str(r["status"]), str(r["method"])): r["n"] for r in rows}
     for status in statuses:
-        for method in METHODS:
+        for method in DeliveryMethod:
             metric.add_metric([status, method], float(counts.get((status, method), 0)))

@@ -11,40 +11,18 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from notifier.operations.db_state import DictConnection, bounded, connect, read_backlog
 from notifier.store import JobStore
-from notifier.store.postgres import adapt_argument, function_call_query
+from notifier.store.session import ConnectionCaller, DictConnection, connect
+from notifier.store.snapshot import read_snapshot
 
 OPS_CONNECT_TIMEOUT = 5.0
-OPS_STATEMENT_TIMEOUT = 300.0  # a bulk retry or cleanup may touch many rows
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class ConnectionCaller:
-    """`FunctionCaller` over one connection (see notifier/store/base.py); each call is its own
-    transaction, cancelled after `statement_timeout` seconds."""
-
-    def __init__(
-        self, conn: DictConnection, statement_timeout: float = OPS_STATEMENT_TIMEOUT
-    ) -> None:
-        self._conn = conn
-        self._statement_timeout = statement_timeout
-
-    def call(self, function: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        query = function_call_query(function, tuple(params))
-        values = {name: adapt_argument(value) for name, value in params.items()}
-        with bounded(self._conn, self._statement_timeout):
-            return self._conn.execute(query, values).fetchall()
-
-    def close(self) -> None:
-        self._conn.close()
 
 
 @contextmanager
@@ -79,7 +57,7 @@ class InFlight:
 
 
 def in_flight(conn: DictConnection) -> InFlight:
-    backlog = read_backlog(conn)
+    backlog = read_snapshot(conn).backlog
     return InFlight(queued=backlog.queued, processing=backlog.processing)
 
 
@@ -104,20 +82,6 @@ def wait_for_drain(
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
-def handed_back(conn: DictConnection) -> bool:
-    """Whether `notifier handback` paused claiming (the original worker owns the queue now).
-
-    The check exists once the adoption migration is applied; before that, never.
-    """
-    row = conn.execute(
-        "select to_regprocedure('public.notifier_handed_back()') is not null as known"
-    ).fetchone()
-    if not row or not row["known"]:
-        return False
-    answer = conn.execute("select notifier_handed_back() as yes").fetchone()
-    return bool(answer and answer["yes"])
-
-
 @dataclass(frozen=True)
 class CancelOutcome:
     job_id: str
@@ -135,17 +99,16 @@ class CancelOutcome:
         )
 
 
-def cancel_jobs(store: JobStore, conn: DictConnection, job_ids: list[str]) -> list[CancelOutcome]:
-    outcomes = []
-    for job_id in job_ids:
-        if store.cancel(job_id):
-            outcomes.append(CancelOutcome(job_id, True, "cancelled"))
-            continue
-        row = conn.execute(
-            "select status from notification_jobs where id = %s", (job_id,)
-        ).fetchone()
-        outcomes.append(CancelOutcome(job_id, False, None if row is None else row["status"]))
-    return outcomes
+def cancel_jobs(store: JobStore, job_ids: list[str]) -> list[CancelOutcome]:
+    cancelled = [job_id for job_id in job_ids if store.cancel(job_id)]
+    refused = [job_id for job_id in job_ids if job_id not in cancelled]
+    statuses = store.job_statuses(refused) if refused else {}
+    return [
+        CancelOutcome(job_id, True, "cancelled")
+        if job_id in cancelled
+        else CancelOutcome(job_id, False, statuses.get(job_id))
+        for job_id in job_ids
+    ]
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:

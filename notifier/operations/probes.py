@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from notifier.config import Settings
-from notifier.operations.db_state import bounded, connect
 from notifier.operations.redis_state import RedisState, probe_client, read_redis_state
 from notifier.redaction import plain
+from notifier.store.session import bounded, connect
 
 T = TypeVar("T")
 _ERROR_CHARS = 300

@@ -12,57 +12,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from notifier.config import Settings
-from notifier.operations.db_state import DictConnection, bounded, connect, read_backlog
 from notifier.operations.probes import configured_providers, describe_error
 from notifier.operations.redis_state import RedisState, probe_client, read_redis_state
 from notifier.redaction import endpoint, plain
+from notifier.store.model import DeliveryMethod, JobStatus
+from notifier.store.session import bounded, connect
+from notifier.store.snapshot import Snapshot, read_snapshot
 
-STATUSES = (
-    "pending", "queued", "processing", "sent", "failed", "skipped", "cancelled", "held",
-    "digested",
-)  # fmt: skip
-METHODS = ("email", "sms", "whatsapp", "push")
-TOP_REASONS = 10
 CLI_CONNECT_TIMEOUT = 5.0
 CLI_STATEMENT_TIMEOUT = 60.0
 CLI_REDIS_TIMEOUT = 3.0
-
-_JOBS = """
-select status, delivery_method as method, count(*) as n
-  from notification_jobs group by status, delivery_method
-"""
-_DUE = """
-select delivery_method as method, count(*) as n,
-       extract(epoch from now() - min(scheduled_for))::float8 as oldest_seconds
-  from notification_jobs where status = 'pending' and scheduled_for <= now()
- group by delivery_method
-"""
-_REASONS = """
-select left(coalesce(failure_reason, '(no reason recorded)'), 160) as reason, count(*) as n
-  from notification_jobs where status = 'failed'
- group by 1 order by 2 desc, 1 limit %(limit)s
-"""
-_LAST_24H = """
-with finished as (
-  select count(*) filter (where status = 'sent') as sent,
-         count(*) filter (where status = 'failed') as failed,
-         count(*) filter (where status = 'skipped') as skipped
-    from notification_jobs where processed_at >= now() - interval '24 hours'
-), delivered as (
-  select l.delivery_duration_ms::float8 as provider_ms,
-         extract(epoch from l.delivery_time - j.scheduled_for)::float8 * 1000 as latency_ms
-    from notification_delivery_logs l join notification_jobs j on j.id = l.job_id
-   where l.delivery_time >= now() - interval '24 hours' and l.status = 'delivered'
-)
-select finished.sent, finished.failed, finished.skipped,
-       (select avg(provider_ms) from delivered) as provider_avg_ms,
-       (select percentile_cont(0.95) within group (order by provider_ms) from delivered)
-         as provider_p95_ms,
-       (select avg(latency_ms) from delivered) as latency_avg_ms,
-       (select percentile_cont(0.95) within group (order by latency_ms) from delivered)
-         as latency_p95_ms
-  from finished
-"""
 
 
 def collect(settings: Settings) -> dict[str, Any]:
@@ -82,7 +41,8 @@ def collect(settings: Settings) -> dict[str, Any]:
                         application_name="notifier-status") as conn,
                 bounded(conn, CLI_STATEMENT_TIMEOUT),
             ):  # fmt: skip
-                report.update(_database_part(conn))
+                snapshot = read_snapshot(conn, flow=True, overview=True)
+            report.update(_database_part(snapshot))
         except Exception as error:
             report["errors"].append(f"PostgreSQL: {describe_error(error)}")
     else:
@@ -107,18 +67,20 @@ def collect(settings: Settings) -> dict[str, Any]:
     return report
 
 
-def _database_part(conn: DictConnection) -> dict[str, Any]:
-    jobs: dict[str, dict[str, int]] = {s: dict.fromkeys(METHODS, 0) for s in STATUSES}
-    for row in conn.execute(_JOBS).fetchall():
-        jobs.setdefault(row["status"], dict.fromkeys(METHODS, 0))[row["method"]] = int(row["n"])
-    backlog = read_backlog(conn)
+def _database_part(snapshot: Snapshot) -> dict[str, Any]:
+    backlog, flow, overview = snapshot.backlog, snapshot.flow, snapshot.overview
+    jobs: dict[str, dict[str, int]] = {s: dict.fromkeys(DeliveryMethod, 0) for s in JobStatus}
+    for (status, method), count in overview.jobs.items():
+        jobs.setdefault(status, dict.fromkeys(DeliveryMethod, 0))[method] = count
     due = {
-        row["method"]: {"due": int(row["n"]), "oldest_seconds": round(row["oldest_seconds"], 1)}
-        for row in conn.execute(_DUE).fetchall()
+        d.method: {"due": d.count, "oldest_seconds": round(d.oldest_seconds, 1)} for d in flow.due
     }
-    reasons = conn.execute(_REASONS, {"limit": TOP_REASONS}).fetchall()
-    day = conn.execute(_LAST_24H).fetchone() or {}
-    finished = int(day.get("sent") or 0) + int(day.get("failed") or 0)
+    day = {
+        status: sum(n for (s, _method), n in flow.finished_24h.items() if s == status)
+        for status in (JobStatus.SENT, JobStatus.FAILED, JobStatus.SKIPPED)
+    }
+    finished = day[JobStatus.SENT] + day[JobStatus.FAILED]
+    times = overview.delivery_times
     return {
         "paused": backlog.paused,
         "pause": {
@@ -134,17 +96,19 @@ def _database_part(conn: DictConnection) -> dict[str, Any]:
             "by_method": due,
         },
         "failed": {
-            "total": sum(jobs.get("failed", {}).values()),
+            "total": sum(jobs.get(JobStatus.FAILED, {}).values()),
             "last_24h": backlog.failed_24h,
-            "top_reasons": [{"reason": r["reason"], "count": int(r["n"])} for r in reasons],
+            "top_reasons": [
+                {"reason": r.reason, "count": r.count} for r in overview.top_failure_reasons
+            ],
         },
         "last_24h": {
-            "sent": int(day.get("sent") or 0),
-            "failed": int(day.get("failed") or 0),
-            "skipped": int(day.get("skipped") or 0),
-            "success_rate": round(int(day.get("sent") or 0) / finished, 4) if finished else None,
-            "provider_ms": _avg_p95(day, "provider"),
-            "scheduled_to_sent_ms": _avg_p95(day, "latency"),
+            "sent": day[JobStatus.SENT],
+            "failed": day[JobStatus.FAILED],
+            "skipped": day[JobStatus.SKIPPED],
+            "success_rate": round(day[JobStatus.SENT] / finished, 4) if finished else None,
+            "provider_ms": _avg_p95(times.provider_avg_ms, times.provider_p95_ms),
+            "scheduled_to_sent_ms": _avg_p95(times.latency_avg_ms, times.latency_p95_ms),
         },
     }
 
@@ -235,20 +199,20 @@ def render(report: dict[str, Any]) -> str:
 
 
 def _table(jobs: dict[str, dict[str, int]]) -> list[str]:
-    header = f"{'jobs':<11}" + "".join(f"{m:>10}" for m in METHODS) + f"{'total':>10}"
+    header = f"{'jobs':<11}" + "".join(f"{m:>10}" for m in DeliveryMethod) + f"{'total':>10}"
     rows = [header]
     for status, by_method in jobs.items():
-        cells = "".join(f"{by_method.get(m, 0):>10}" for m in METHODS)
+        cells = "".join(f"{by_method.get(m, 0):>10}" for m in DeliveryMethod)
         rows.append(f"{status:<11}{cells}{sum(by_method.values()):>10}")
     return rows
 
 
-def _avg_p95(row: dict[str, Any], prefix: str) -> dict[str, float | None]:
-    return {"avg": _ms(row.get(f"{prefix}_avg_ms")), "p95": _ms(row.get(f"{prefix}_p95_ms"))}
+def _avg_p95(avg: float | None, p95: float | None) -> dict[str, float | None]:
+    return {"avg": _ms(avg), "p95": _ms(p95)}
 
 
-def _ms(value: Any) -> float | None:
-    return None if value is None else round(float(value), 1)
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _fmt_ms(value: float | None) -> str:

@@ -424,33 +424,6 @@ def test_procfile_and_pm2_run_real_commands(base_env: dict[str, str]) -> None:
     assert all(app["kill_timeout"] >= 10_000 for app in apps.values())
 
 
-def test_ops_functions_exist_with_the_parameters_the_store_passes(database_url: str) -> None:
-    from notifier.store import JobStore
-
-    calls: dict[str, set[str]] = {}
-
-    class Recorder:
-        def call(self, function: str, params: Any) -> list[dict[str, Any]]:
-            calls.setdefault(function, set()).update(params)
-            return []
-
-        def close(self) -> None:
-            pass
-
-    store = JobStore(Recorder())
-    store.set_paused(True, "me", "why")
-    store.retry_failed(None, None, True, True)
-    with psycopg.connect(database_url) as conn:
-        for function, params in calls.items():
-            rows = conn.execute(
-                "select proargnames from pg_proc where proname = %s"
-                " and pronamespace = 'public'::regnamespace",
-                (function,),
-            ).fetchall()
-            assert len(rows) == 1, function
-            assert params <= set(rows[0][0]), function
-
-
 def test_operations_work_over_a_migrated_original_deployment(
     pg_server: LocalPostgres, base_env: dict[str, str]
 ) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from notifier.schema import migrate as migrations
 from notifier.store import JobStore
@@ -228,55 +227,6 @@ def test_worker_functions_are_refused_to_end_users(
 def test_worker_functions_run_as_service_role(db: psycopg.Connection[Any], call: str) -> None:
     with as_role(db, "service_role"):
         db.execute(f"select * from {call}")
-
-
-class RecordingCaller:
-    """Records the function calls JobStore makes, answering with no rows."""
-
-    def __init__(self) -> None:
-        self.calls: dict[str, set[str]] = {}
-
-    def call(self, function: str, params: Any) -> list[dict[str, Any]]:
-        self.calls.setdefault(function, set()).update(params)
-        return []
-
-    def close(self) -> None:
-        pass
-
-
-def test_every_function_the_store_calls_exists_with_those_parameters(database_url: str) -> None:
-    from notifier.store.jobs import Claim, JobContext
-
-    recorder = RecordingCaller()
-    store = JobStore(recorder)
-    job = JobContext(
-        "j", "t", "r", None, "immediate", "normal", "email", {}, {}, 0, 3, None, {}, None, None
-    )
-    claim = Claim("j", "t")
-    store.enqueue("r", None, None)
-    store.claim(1, 60)
-    store.release_claims([claim])
-    store.start_attempts([claim], 60)
-    store.complete(job, "p", None, None, 1)
-    store.retry(job, "p", None, "e", 1, None, 1.0, 2.0)
-    store.fail(job, "p", None, "e")
-    store.skip(job, "muted")
-    from datetime import UTC, datetime
-
-    store.defer(job, datetime.now(UTC), "open")
-    store.release_expired("retry")
-    store.cancel("j")
-    store.cleanup(30)
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        for function, params in recorder.calls.items():
-            rows = conn.execute(
-                "select proargnames from pg_proc where proname = %s and pronamespace = 'public'::regnamespace",
-                (function,),
-            ).fetchall()
-            assert len(rows) == 1, f"{function} should exist exactly once, found {len(rows)}"
-            assert params <= set(rows[0]["proargnames"]), (
-                f"{function} lacks {params - set(rows[0]['proargnames'])}"
-            )
 
 
 def test_a_role_that_inherits_authenticated_is_still_an_end_user(

@@ -20,11 +20,11 @@ from redis import Redis
 
 from notifier.devstack.servers import LocalRedis
 from notifier.errors import TransientDeliveryError
-from notifier.operations.db_state import bounded, connect
 from notifier.operations.probes import database_task
 from notifier.pipeline.breaker import ProviderBreaker
 from notifier.pipeline.queues import enqueue_claims
 from notifier.store import Claim
+from notifier.store.session import bounded, connect
 from tests.integration import seed
 from tests.integration.ops_support import (
     get,

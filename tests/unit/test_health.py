@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from notifier.config import load_settings
-from notifier.operations.db_state import Backlog
 from notifier.operations.health import Observation, Probe, health_body, redis_health_body
 from notifier.operations.probes import ProbeTask, run_probes
 from notifier.operations.redis_state import QueueCounts, RedisState, WorkerInfo, _breaker
+from notifier.store.snapshot import Backlog
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SETTINGS = load_settings(email_provider="console", sms_provider="console")

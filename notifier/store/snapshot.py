@@ -1,0 +1,253 @@
+"""What Postgres says about the pipeline, read-only, in one reader for /health, /metrics and
+`notifier status` (and the drain of `notifier pause --wait`).
+
+Every reader gets the backlog; the rest is asked for by part, because the callers differ in
+how often they run: a health probe reads the backlog only, a scrape adds the flow and the
+window's activity, `notifier status` the flow and the overview (a whole-table count, which a
+probe must never run). Read inside `bounded(...)`, all parts share one transaction and one
+`now()`. The SQL is in notifier/store/queries.sql.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, LiteralString, TypeVar
+
+from notifier.store.queries import query
+from notifier.store.session import DictConnection
+
+# Histogram bucket bounds (seconds).
+LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TOP_REASONS = 10
+T = TypeVar("T")
+
+# (status, method) → jobs, in the order Postgres answered.
+Counts = dict[tuple[str, str], int]
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The state of the job table an operator checks first."""
+
+    due_now: int
+    oldest_due_seconds: float | None
+    queued: int
+    processing: int
+    failed_24h: int
+    paused: bool
+    paused_at: datetime | None
+    paused_by: str | None
+    paused_reason: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pending_due_now": self.due_now,
+            "oldest_due_seconds": _round(self.oldest_due_seconds),
+            "queued": self.queued,
+            "processing": self.processing,
+            "failed_last_24h": self.failed_24h,
+            "paused": self.paused,
+            "paused_at": self.paused_at.isoformat() if self.paused_at else None,
+            "paused_by": self.paused_by,
+            "paused_reason": self.paused_reason,
+        }
+
+
+@dataclass(frozen=True)
+class Due:
+    """Pending jobs of one delivery method that are due now."""
+
+    method: str
+    count: int
+    awaiting_retry: int  # failed at least one attempt already
+    oldest_seconds: float
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What is due now and what finished in the last 24 h, by method (metrics and status)."""
+
+    due: tuple[Due, ...]
+    finished_24h: Counts
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative bucket counts (`le` → count, `+Inf` last), count and sum, for one label."""
+
+    buckets: list[tuple[str, float]]
+    count: int
+    total: float
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Delivery attempts of one provider, method and outcome (the delivery log's status)."""
+
+    provider: str
+    method: str
+    outcome: str
+    count: int
+    retries: int  # attempt 2 or later
+
+
+@dataclass(frozen=True)
+class Activity:
+    """The jobs not finished now and the deliveries over a recent window (for /metrics)."""
+
+    unfinished: Counts  # pending, queued, processing, held
+    oldest_held_seconds: float | None  # the oldest job held for a digest
+    deliveries: tuple[Delivery, ...]
+    latency: dict[str, Histogram]  # provider → scheduled_for → accepted
+    duration: dict[str, Histogram]  # provider → provider request time
+
+
+@dataclass(frozen=True)
+class FailureReason:
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True)
+class DeliveryTimes:
+    """Over the last 24 h's deliveries, in milliseconds; None when there were none."""
+
+    provider_avg_ms: float | None
+    provider_p95_ms: float | None
+    latency_avg_ms: float | None  # scheduled_for → delivered
+    latency_p95_ms: float | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The whole job table by status and method, why jobs failed, how fast deliveries were."""
+
+    jobs: Counts
+    top_failure_reasons: tuple[FailureReason, ...]
+    delivery_times: DeliveryTimes
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One reading. A part that was not asked for raises when used, instead of reading as
+    zeros."""
+
+    backlog: Backlog
+    flow_part: Flow | None = None
+    activity_part: Activity | None = None
+    overview_part: Overview | None = None
+
+    @property
+    def flow(self) -> Flow:
+        return _asked(self.flow_part, "flow=True")
+
+    @property
+    def activity(self) -> Activity:
+        return _asked(self.activity_part, "window_seconds=...")
+
+    @property
+    def overview(self) -> Overview:
+        return _asked(self.overview_part, "overview=True")
+
+
+def read_snapshot(
+    conn: DictConnection,
+    *,
+    flow: bool = False,
+    window_seconds: int | None = None,
+    overview: bool = False,
+    top_reasons: int = TOP_REASONS,
+) -> Snapshot:
+    """The backlog, plus the flow, the activity over the last `window_seconds` and the
+    overview when asked for."""
+    return Snapshot(
+        backlog=_backlog(conn),
+        flow_part=_flow(conn) if flow else None,
+        activity_part=None if window_seconds is None else _activity(conn, window_seconds),
+        overview_part=_overview(conn, top_reasons) if overview else None,
+    )
+
+
+def _backlog(conn: DictConnection) -> Backlog:
+    row = conn.execute(query("backlog")).fetchone()
+    assert row is not None  # an aggregate over cross-joined aggregates: always one row
+    return Backlog(**row)
+
+
+def _flow(conn: DictConnection) -> Flow:
+    due = tuple(
+        Due(row["method"], int(row["n"]), int(row["awaiting_retry"]), row["oldest_seconds"])
+        for row in conn.execute(query("due_by_method")).fetchall()
+    )
+    return Flow(due=due, finished_24h=_counts(conn, query("finished_24h")))
+
+
+def _activity(conn: DictConnection, window_seconds: int) -> Activity:
+    window = {"window": window_seconds}
+    held = conn.execute(query("oldest_held")).fetchone()
+    rows = conn.execute(query("deliveries_in_window"), window).fetchall()
+    deliveries = tuple(
+        Delivery(r["provider"], r["method"], r["outcome"], int(r["n"]), int(r["retries"]))
+        for r in rows
+    )
+    return Activity(
+        unfinished=_counts(conn, query("unfinished_jobs")),
+        oldest_held_seconds=held["oldest"] if held else None,
+        deliveries=deliveries,
+        latency=_histograms(conn, query("latency_histogram"), window_seconds, LATENCY_BUCKETS),
+        duration=_histograms(conn, query("duration_histogram"), window_seconds, DURATION_BUCKETS),
+    )
+
+
+def _overview(conn: DictConnection, top_reasons: int) -> Overview:
+    reasons = conn.execute(query("top_failure_reasons"), {"limit": top_reasons}).fetchall()
+    times = conn.execute(query("delivery_times_24h")).fetchone() or {}
+    return Overview(
+        jobs=_counts(conn, query("job_counts")),
+        top_failure_reasons=tuple(FailureReason(r["reason"], int(r["n"])) for r in reasons),
+        delivery_times=DeliveryTimes(
+            provider_avg_ms=_float(times.get("provider_avg_ms")),
+            provider_p95_ms=_float(times.get("provider_p95_ms")),
+            latency_avg_ms=_float(times.get("latency_avg_ms")),
+            latency_p95_ms=_float(times.get("latency_p95_ms")),
+        ),
+    )
+
+
+def _counts(conn: DictConnection, sql: LiteralString) -> Counts:
+    rows = conn.execute(sql).fetchall()
+    return {(str(row["status"]), str(row["method"])): int(row["n"]) for row in rows}
+
+
+def _histograms(
+    conn: DictConnection, sql: LiteralString, window_seconds: int, bounds: tuple[float, ...]
+) -> dict[str, Histogram]:
+    params = {"window": window_seconds, "bounds": list(bounds)}
+    rows = conn.execute(sql, params).fetchall()
+    by_provider: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_provider.setdefault(row["provider"], []).append(row)
+    histograms = {}
+    for provider, provider_rows in by_provider.items():
+        provider_rows.sort(key=lambda r: r["le"])
+        total = int(provider_rows[0]["total"])
+        buckets = [(f"{r['le']:g}", float(r["n"])) for r in provider_rows]
+        buckets.append(("+Inf", float(total)))
+        histograms[provider] = Histogram(buckets, total, float(provider_rows[0]["seconds"] or 0.0))
+    return histograms
+
+
+def _asked(part: T | None, how: str) -> T:
+    if part is None:
+        raise LookupError(f"this snapshot was read without this part: read_snapshot(..., {how})")
+    return part
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
