@@ -35,7 +35,7 @@ select due.n as due_now,
 -- due_by_method --
 -- Pending jobs due now by delivery method: how many, how many await a retry, the oldest's wait.
 select delivery_method as method, count(*) as n,
-       count(*) filter (where coalesce(retry_count, 0) > 0) as awaiting_retry,
+       count(*) filter (where retry_count > 0) as awaiting_retry,
        extract(epoch from now() - min(scheduled_for))::float8 as oldest_seconds
   from notification_jobs where status = 'pending' and scheduled_for <= now()
  group by delivery_method
