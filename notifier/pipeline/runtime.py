@@ -53,7 +53,7 @@ def build_deliverer(settings: Settings) -> Deliverer:
             trial_seconds=2 * settings.provider_timeout + 1,
         )
         for provider in providers.values()
-        if provider.name != "console"
+        if provider.guarded_by_breaker
     }
     renderer = Renderer(settings.template_dir or default_template_dir())
     policy = DeliveryPolicy(
