@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class NotifierError(Exception):
     """Base of every error notifier raises on purpose."""
@@ -45,8 +47,36 @@ class UnknownOutcomeError(TransientDeliveryError):
     counts as a provider failure for the circuit breaker."""
 
 
+class FailureLogStatus(StrEnum):
+    """How a permanent failure reads in the delivery log (`fail_notification_job`'s
+    `p_log_status`), so a bad address or an opt-out can be told from any other refusal."""
+
+    FAILED = "failed"
+    BOUNCED = "bounced"  # the address is bad: fix the contact before sending again
+    BLOCKED = "blocked"  # the recipient opted out at the provider (an SMS STOP)
+
+
 class PermanentDeliveryError(DeliveryError):
-    """Retrying cannot help: bad address, rejected request, template error, no contact."""
+    """Retrying cannot help: bad address, rejected request, template error, no contact.
+
+    Whoever classifies the failure (the provider, or delivery for a missing contact) also says
+    how the delivery log records it, so no one else needs to know provider error codes.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        log_status: FailureLogStatus = FailureLogStatus.FAILED,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.log_status = log_status
+
+    @property
+    def bad_address(self) -> bool:
+        """The recipient's address itself was rejected (the contact needs fixing)."""
+        return self.log_status is FailureLogStatus.BOUNCED
 
 
 class TemplateRenderError(PermanentDeliveryError):

@@ -12,6 +12,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from notifier.providers.http import quiet_sdk_loggers
+
 _FIELDS = "notifier_fields"
 
 
@@ -54,17 +56,11 @@ def formatter_for(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
-# Loggers held above DEBUG whatever LOG_LEVEL says: python_http_client (SendGrid's HTTP layer)
-# logs request headers, API key included, at DEBUG; twilio logs ~10 lines per request at INFO.
-QUIET_LOGGERS = {"python_http_client": "INFO", "twilio": "WARNING"}
-
-
 def configure(log_format: str = "text", level: str = "INFO") -> None:
-    """Send every logger's records to stderr in the chosen format."""
+    """Send every logger's records to stderr in the chosen format, SDK loggers held quiet."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter_for(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for name, quiet_level in QUIET_LOGGERS.items():
-        logging.getLogger(name).setLevel(quiet_level)
+    quiet_sdk_loggers(override=True)

@@ -10,8 +10,8 @@ import sys
 
 from notifier.config import load_settings
 from notifier.errors import ConfigError
-from notifier.log import QUIET_LOGGERS
 from notifier.pipeline.queues import QUEUE_NAMES
+from notifier.providers.http import QUIET_SDK_LOGGERS
 
 try:
     _settings = load_settings()
@@ -35,5 +35,6 @@ DICT_CONFIG = {
         }
     },
     "root": {"handlers": ["stderr"], "level": _settings.log_level},
-    "loggers": {name: {"level": level} for name, level in QUIET_LOGGERS.items()},
+    # The same table `notifier.log.configure` applies: the SDK loggers stay quiet here too.
+    "loggers": {name: {"level": level} for name, level in QUIET_SDK_LOGGERS.items()},
 }

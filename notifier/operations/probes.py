@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from notifier.config import Settings
 from notifier.operations.redis_state import RedisState, probe_client, read_redis_state
+from notifier.providers.registry import guarded_by_breaker
 from notifier.redaction import plain
 from notifier.store.session import bounded, connect
 
@@ -126,7 +127,7 @@ def describe_error(error: BaseException) -> str:
 def configured_providers(settings: Settings) -> tuple[str, ...]:
     """Providers with a breaker that this deployment uses (console has none)."""
     used = (settings.resolved_email_provider, settings.resolved_sms_provider)
-    return tuple(p for p in used if p != "console")
+    return tuple(p for p in used if guarded_by_breaker(p))
 
 
 def redis_task(settings: Settings) -> ProbeTask[RedisState] | None:

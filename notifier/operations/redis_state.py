@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
@@ -15,10 +15,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Queue, Worker
 
+from notifier.pipeline.breaker import STORAGE_FIELDS, opened_at_from_storage, retry_at, storage_key
 from notifier.pipeline.queues import QUEUE_NAMES
+from notifier.providers.registry import BREAKER_GUARDED
 
-# The providers that have a breaker (console has none); see notifier/pipeline/breaker.py.
-BREAKER_PROVIDERS = ("sendgrid", "twilio")
+# The providers that have a breaker, as the provider classes say (console has none).
+BREAKER_PROVIDERS = BREAKER_GUARDED
 REGISTRIES = ("started", "failed", "deferred", "scheduled")
 
 
@@ -140,7 +142,7 @@ def read_redis_state(
             pipe.zcard(queue.deferred_job_registry.key)
             pipe.zcard(queue.scheduled_job_registry.key)
         for provider in BREAKER_PROVIDERS:
-            pipe.mget([_breaker_key(provider, k) for k in ("state", "fail_counter", "opened_at")])
+            pipe.mget([storage_key(provider, k) for k in STORAGE_FIELDS])
         replies = pipe.execute()
     memory: dict[str, Any] = replies[0]
     counts = {
@@ -186,11 +188,6 @@ def _workers(client: Redis, queues: list[Queue]) -> list[WorkerInfo]:
     return found
 
 
-def _breaker_key(provider: str, key: str) -> str:
-    # pybreaker CircuitRedisStorage layout under the namespace pipeline/breaker.py gives it.
-    return f"notifier:breaker:{provider}:pybreaker:{key}"
-
-
 def _breaker(
     provider: str,
     state: bytes | None,
@@ -200,12 +197,11 @@ def _breaker(
     now: datetime,
 ) -> BreakerInfo:
     stored = state.decode() if state else "closed"
-    opened_at = datetime.fromtimestamp(int(opened), UTC) if opened else None
+    opened_at = opened_at_from_storage(opened) if opened else None
     next_retry = None
     effective = stored
     if stored == "open":
-        # As ProviderBreaker.retry_at: opened_at is whole seconds, so one more second.
-        next_retry = (opened_at or now) + timedelta(seconds=reset_timeout + 1)
+        next_retry = retry_at(opened_at or now, reset_timeout)
         if now >= next_retry:
             effective = "half-open"
     return BreakerInfo(

@@ -6,6 +6,9 @@ that holds a per-process lock for the whole call (serializing concurrent sends),
 an excluded exception as a success. Instead the send runs outside, and its outcome is reported
 through `call()` afterwards: a transient error as a failure, a success as a success, and a
 permanent error not at all, so it neither trips nor resets the breaker.
+
+This module owns the Redis key layout (`storage_key`) and the reopening rule (`retry_at`), so
+the read side (`notifier.operations.redis_state`) imports them instead of re-deriving them.
 """
 
 from __future__ import annotations
@@ -25,9 +28,43 @@ from notifier.errors import NotifierError, TransientDeliveryError
 from notifier.log import event
 
 T = TypeVar("T")
+Clock = Callable[[], datetime]
 # How long callers wait while another process's trial request is in flight.
 TRIAL_BUSY_WAIT = timedelta(seconds=2)
+NAMESPACE_PREFIX = "notifier:breaker"
+# What pybreaker's CircuitRedisStorage keeps per breaker (each under `storage_key`).
+STORAGE_FIELDS = ("state", "fail_counter", "opened_at")
 logger = logging.getLogger("notifier.pipeline.breaker")
+
+
+def namespace(provider: str) -> str:
+    """Each provider's own namespace: without one, every breaker would share the same keys."""
+    return f"{NAMESPACE_PREFIX}:{provider}"
+
+
+def storage_key(provider: str, field: str) -> str:
+    """The Redis key pybreaker's storage uses for `field` (see `STORAGE_FIELDS`)."""
+    return f"{namespace(provider)}:{pybreaker.CircuitRedisStorage.BASE_NAMESPACE}:{field}"
+
+
+def trial_key(provider: str) -> str:
+    """The key whose holder makes the one trial request after the reset timeout."""
+    return f"{namespace(provider)}:trial"
+
+
+def retry_at(opened_at: datetime, reset_timeout: float) -> datetime:
+    """When an open breaker lets a trial through: pybreaker stores `opened_at` in whole
+    seconds (rounded down), so one more second keeps the trial after the real reset timeout."""
+    return opened_at + timedelta(seconds=reset_timeout + 1)
+
+
+def opened_at_from_storage(raw: bytes | str | int) -> datetime:
+    """`opened_at` as pybreaker stores it (epoch seconds) as an aware datetime."""
+    return datetime.fromtimestamp(int(raw), UTC)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class CircuitOpenError(NotifierError):
@@ -52,6 +89,28 @@ class _LogStateChanges(pybreaker.CircuitBreakerListener):
         )
 
 
+class _ClockedStorage(pybreaker.CircuitRedisStorage):
+    """pybreaker's Redis storage, with `opened_at` taken from the breaker's clock.
+
+    pybreaker stamps `opened_at` with the wall clock when (and only when) it opens the circuit;
+    taking the injected clock instead keeps one notion of "now" for opening and for
+    `retry_at`, so tests move time instead of sleeping. With the default clock nothing changes.
+    """
+
+    def __init__(self, redis: Redis, namespace: str, clock: Clock) -> None:
+        super().__init__(pybreaker.STATE_CLOSED, redis, namespace=namespace)
+        self._clock = clock
+
+    @property
+    def opened_at(self) -> datetime | None:
+        opened: datetime | None = pybreaker.CircuitRedisStorage.opened_at.fget(self)  # type: ignore[attr-defined]
+        return opened
+
+    @opened_at.setter
+    def opened_at(self, wall_clock: datetime) -> None:
+        pybreaker.CircuitRedisStorage.opened_at.fset(self, self._clock())  # type: ignore[attr-defined]
+
+
 def _succeed() -> None:
     return None
 
@@ -71,17 +130,18 @@ class ProviderBreaker:
         fail_max: int,
         reset_timeout: int,
         trial_seconds: float = 30.0,
+        clock: Clock = _utc_now,
     ) -> None:
-        namespace = f"notifier:breaker:{provider}"
-        storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, redis, namespace=namespace)
+        self._storage = _ClockedStorage(redis, namespace(provider), clock)
         self.provider = provider
         self._redis = redis
-        self._trial_key = f"{namespace}:trial"
+        self._trial_key = trial_key(provider)
         self._trial_seconds = trial_seconds
+        self._clock = clock
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_timeout,
-            state_storage=storage,
+            state_storage=self._storage,
             name=provider,
             listeners=[_LogStateChanges()],
         )
@@ -96,15 +156,15 @@ class ProviderBreaker:
 
     @property
     def opened_at(self) -> datetime | None:
-        opened: datetime | None = self._breaker._state_storage.opened_at
+        opened: datetime | None = self._storage.opened_at
         return opened
 
     def retry_at(self) -> datetime | None:
-        """When an open breaker lets a trial request through (opened_at is whole seconds)."""
+        """When an open breaker lets a trial request through (see the module's `retry_at`)."""
         opened = self.opened_at
         if opened is None:
             return None
-        return opened + timedelta(seconds=self._breaker.reset_timeout + 1)
+        return retry_at(opened, self._breaker.reset_timeout)
 
     def guard(self, send: Callable[[], T]) -> T:
         """Run `send` unless the breaker refuses; record its outcome.
@@ -115,14 +175,19 @@ class ProviderBreaker:
         and burn attempts. Refusals carry a jittered retry time, so deferred jobs spread out.
         """
         trial = False
-        if self.state != pybreaker.STATE_CLOSED:
-            now = datetime.now(UTC)
-            retry_at = self.retry_at()
-            if self.state == pybreaker.STATE_OPEN and retry_at is not None and now < retry_at:
-                raise CircuitOpenError(self.provider, self._jittered(retry_at))
+        state = self.state
+        if state != pybreaker.STATE_CLOSED:
+            now = self._clock()
+            reopens = self.retry_at()
+            if state == pybreaker.STATE_OPEN and reopens is not None and now < reopens:
+                raise CircuitOpenError(self.provider, self._jittered(reopens))
             if not self._take_trial():
                 raise CircuitOpenError(self.provider, self._jittered(now + TRIAL_BUSY_WAIT))
             trial = True
+            if state == pybreaker.STATE_OPEN:
+                # Our clock said the timeout is over; pybreaker would ask its own clock again
+                # when the outcome is reported, so make the move to half-open here.
+                self._breaker.half_open()
         try:
             result = send()
         except TransientDeliveryError as error:

@@ -9,9 +9,7 @@ the worker goes on.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,19 +18,22 @@ from typing import Any
 
 from rq.timeouts import BaseTimeoutException
 
-from notifier.errors import PermanentDeliveryError, TransientDeliveryError, UnknownOutcomeError
+from notifier.errors import (
+    FailureLogStatus,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UnknownOutcomeError,
+)
 from notifier.log import event
 from notifier.pipeline.breaker import CircuitOpenError, ProviderBreaker
+from notifier.pipeline.outcomes import RECORDED_EVENTS, Outcome, counts, log_level
 from notifier.pipeline.render import Renderer, list_unsubscribe_headers
+from notifier.providers.addresses import is_e164, is_email_address, normalize_phone
 from notifier.providers.base import EmailMessage, Message, Provider, TextMessage
 from notifier.store import Claim, JobContext, JobStore
 
 logger = logging.getLogger("notifier.pipeline.delivery")
 
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-# Provider codes that mean the address is bad (bounced) or the recipient opted out (blocked).
-BOUNCED_CODES = frozenset({"21211", "21614", "21635", "30005", "30006", "NO_CONTACT"})
-BLOCKED_CODES = frozenset({"21610"})
 # Pauses between attempts to record an accepted message while the database misbehaves.
 RECORD_RETRY_PAUSES = (0.2, 1.0, 3.0)
 
@@ -73,12 +74,33 @@ def preferences_url(base: str | None, token: str | None) -> str | None:
     return f"{base.rstrip('/')}/{token}"
 
 
-def log_status_for(error: PermanentDeliveryError) -> str:
-    if error.code in BLOCKED_CODES:
-        return "blocked"
-    if error.code in BOUNCED_CODES:
-        return "bounced"
-    return "failed"
+def no_contact(what: str) -> PermanentDeliveryError:
+    """The recipient has no usable address for the channel: a bounce without a request."""
+    return PermanentDeliveryError(what, code="NO_CONTACT", log_status=FailureLogStatus.BOUNCED)
+
+
+def email_address(recipient: Mapping[str, Any]) -> str:
+    """The recipient's email address, or `NO_CONTACT` (bounced) when there is none."""
+    address = recipient.get("email")
+    if not is_email_address(address):
+        raise no_contact("recipient has no email address")
+    return str(address)
+
+
+def phone_number(recipient: Mapping[str, Any]) -> str:
+    """The recipient's phone in E.164 (spaces removed), or `NO_CONTACT` (bounced)."""
+    phone = normalize_phone(recipient.get("phone"))
+    if not is_e164(phone):
+        raise no_contact("recipient has no phone number in E.164 form (+15551234567)")
+    return phone
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A job that passed every check before sending: its provider and rendered message."""
+
+    provider: Provider
+    message: Message
 
 
 class Deliverer:
@@ -107,26 +129,36 @@ class Deliverer:
         """
         workers = min(self._policy.send_concurrency, len(claims))
         if workers <= 1:
-            return dict(Counter(self.deliver_claim(claim) for claim in claims))
+            return counts([self.deliver_claim(claim) for claim in claims])
         with ThreadPoolExecutor(workers, thread_name_prefix="send") as pool:
-            return dict(Counter(pool.map(self.deliver_claim, claims)))
+            return counts(list(pool.map(self.deliver_claim, claims)))
 
-    def deliver_claim(self, claim: Claim) -> str:
+    def deliver_claim(self, claim: Claim) -> Outcome:
         """Start the claim's attempt (fenced by its token) and deliver it; returns the outcome."""
         started = self._store.start_attempts([claim], self._policy.lease_seconds)
         if not started:
             event(logger, "stale_claim_dropped", logging.WARNING, job_id=claim.job_id)
-            return "stale"
+            return Outcome.STALE
         return self.deliver_one(started[0])
 
-    def deliver_one(self, job: JobContext) -> str:
-        """Deliver one started job and record its outcome; returns the outcome's name.
+    def deliver_one(self, job: JobContext) -> Outcome:
+        """Deliver one started job and record its outcome.
 
         Before the provider call any unexpected error is a plain retry (nothing was sent). From
         the call on, nothing may turn into a retry: see `_send`.
         """
         try:
-            prepared = self._prepare(job)
+            reason = skip_reason(job, datetime.now(UTC))
+            if reason:
+                recorded = self._store.skip(job, reason)
+                return self._outcome(Outcome.SKIPPED, recorded, job, reason=reason)
+            try:
+                ready = self._prepare(job)
+            except PermanentDeliveryError as error:
+                recorded = self._store.fail(
+                    job, None, error.code, error.message, log_status=error.log_status
+                )
+                return self._outcome(Outcome.FAILED, recorded, job, error=error.message)
         except Exception as error:  # a bug must not lose the job or stop the batch
             logger.exception("delivery_crashed", extra={"notifier_fields": {"job_id": job.job_id}})
             self._store.retry(
@@ -139,32 +171,19 @@ class Deliverer:
                 self._policy.backoff_base_seconds,
                 self._policy.backoff_cap_seconds,
             )
-            return "error"
-        if isinstance(prepared, str):
-            return prepared
-        provider, message = prepared
-        return self._send(job, provider, message)
+            return Outcome.ERROR
+        return self._send(job, ready.provider, ready.message)
 
-    def _prepare(self, job: JobContext) -> str | tuple[Provider, Message]:
-        """Skip, fail, or return the provider and the rendered message to send."""
-        reason = skip_reason(job, datetime.now(UTC))
-        if reason:
-            recorded = self._store.skip(job, reason)
-            return self._outcome("skipped", recorded, job, reason=reason)
+    def _prepare(self, job: JobContext) -> Ready:
+        """The provider and the rendered message, or `PermanentDeliveryError` saying why not."""
         provider = self._providers.get(job.delivery_method)
-        try:
-            if provider is None:
-                raise PermanentDeliveryError(
-                    f"delivery method {job.delivery_method} is not supported", code="UNSUPPORTED"
-                )
-            return provider, self.compose(job)
-        except PermanentDeliveryError as error:
-            recorded = self._store.fail(
-                job, None, error.code, error.message, log_status=log_status_for(error)
+        if provider is None:
+            raise PermanentDeliveryError(
+                f"delivery method {job.delivery_method} is not supported", code="UNSUPPORTED"
             )
-            return self._outcome("failed", recorded, job, error=error.message)
+        return Ready(provider, self.compose(job))
 
-    def _outcome(self, outcome: str, recorded: bool, job: JobContext, **fields: Any) -> str:
+    def _outcome(self, outcome: Outcome, recorded: bool, job: JobContext, **fields: Any) -> Outcome:
         """Log the outcome, or that the job's lease moved on before it could be recorded."""
         if not recorded:
             event(
@@ -172,15 +191,14 @@ class Deliverer:
                 "outcome_not_recorded",
                 logging.WARNING,
                 job_id=job.job_id,
-                outcome=outcome,
+                outcome=outcome.value,
                 reason="the lease token is no longer current",
             )
-            return "stale"
-        quiet = outcome in ("skipped", "deferred", "retried")
+            return Outcome.STALE
         event(
             logger,
-            f"job_{outcome}",
-            logging.INFO if quiet else logging.WARNING,
+            RECORDED_EVENTS[outcome],
+            log_level(outcome),
             job_id=job.job_id,
             attempt=job.attempt,
             **fields,
@@ -202,9 +220,7 @@ class Deliverer:
             "job_id": job.job_id,
         }
         if job.delivery_method == "email":
-            address = recipient.get("email")
-            if not address or "@" not in address:
-                raise PermanentDeliveryError("recipient has no email address", code="NO_CONTACT")
+            address = email_address(recipient)
             rendered = self._renderer.email(job.notification_type, context)
             return EmailMessage(
                 job_id=job.job_id,
@@ -215,17 +231,13 @@ class Deliverer:
                 text=rendered.text,
                 headers=list_unsubscribe_headers(pref_url),
             )
-        phone = (recipient.get("phone") or "").replace(" ", "")
-        if not E164.match(phone):
-            raise PermanentDeliveryError(
-                "recipient has no phone number in E.164 form (+15551234567)", code="NO_CONTACT"
-            )
+        phone = phone_number(recipient)
         body = self._renderer.text(job.notification_type, context)
         if job.delivery_method == "whatsapp":
             return TextMessage(job_id=job.job_id, to=phone, body=body, channel="whatsapp")
         return TextMessage(job_id=job.job_id, to=phone, body=body, channel="sms")
 
-    def _send(self, job: JobContext, provider: Provider, message: Message) -> str:
+    def _send(self, job: JobContext, provider: Provider, message: Message) -> Outcome:
         """Call the provider through its breaker and record what happened.
 
         Once the call has started the message may be out, so no error here becomes a plain
@@ -244,7 +256,7 @@ class Deliverer:
         except CircuitOpenError as error:
             recorded = self._store.defer(job, error.retry_at, str(error))
             return self._outcome(
-                "deferred", recorded, job, provider=name, until=error.retry_at.isoformat()
+                Outcome.DEFERRED, recorded, job, provider=name, until=error.retry_at.isoformat()
             )
         except UnknownOutcomeError as error:
             return self._unknown(job, name, error.message, _ms_since(started))
@@ -260,7 +272,7 @@ class Deliverer:
                 self._policy.backoff_base_seconds,
                 self._policy.backoff_cap_seconds,
             )
-            outcome = "retried" if status == "pending" else "failed"
+            outcome = Outcome.RETRIED if status == "pending" else Outcome.FAILED
             return self._outcome(
                 outcome,
                 status is not None,
@@ -272,10 +284,15 @@ class Deliverer:
         except PermanentDeliveryError as error:
             duration = _ms_since(started)
             recorded = self._store.fail(
-                job, name, error.code, error.message, duration, log_status_for(error)
+                job, name, error.code, error.message, duration, error.log_status
             )
             return self._outcome(
-                "failed", recorded, job, provider=name, duration_ms=duration, error=error.message
+                Outcome.FAILED,
+                recorded,
+                job,
+                provider=name,
+                duration_ms=duration,
+                error=error.message,
             )
         except BaseTimeoutException:
             raise  # RQ's job timeout: the job stays `processing` and the reaper takes it
@@ -292,21 +309,22 @@ class Deliverer:
             )
         event(
             logger,
-            "job_sent",
+            RECORDED_EVENTS[Outcome.SENT],
+            log_level(Outcome.SENT),
             job_id=job.job_id,
             attempt=job.attempt,
             provider=name,
             duration_ms=duration,
             message_id=receipt.message_id,
         )
-        return "sent"
+        return Outcome.SENT
 
-    def _unknown(self, job: JobContext, provider: str, message: str, duration: int) -> str:
+    def _unknown(self, job: JobContext, provider: str, message: str, duration: int) -> Outcome:
         status = self._store.record_unknown_outcome(
             job, provider, message, self._policy.unknown_outcome
         )
         return self._outcome(
-            "unknown_outcome",
+            Outcome.UNKNOWN_OUTCOME,
             status is not None,
             job,
             provider=provider,

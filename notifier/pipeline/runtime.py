@@ -10,7 +10,6 @@ from notifier.pipeline.delivery import Deliverer, DeliveryPolicy
 from notifier.pipeline.poller import Poller, PollerPolicy
 from notifier.pipeline.queues import redis_connection
 from notifier.pipeline.render import Renderer, default_template_dir
-from notifier.providers.registry import build_providers
 from notifier.store import JobStore
 from notifier.store.postgres import PostgresCaller
 
@@ -44,6 +43,10 @@ def build_poller(settings: Settings, *, stopping: threading.Event | None = None)
 
 def build_deliverer(settings: Settings) -> Deliverer:
     """Everything a worker needs; one per worker process."""
+    # Imported here: the registry loads the SendGrid and Twilio SDKs (~0.3 s), which the poller
+    # and the scheduler, built from this module too, never need.
+    from notifier.providers.registry import build_providers
+
     # The breakers' own client: short timeout, no retries, so a slow or lost Redis costs a send
     # at most a second (the storage then reports the breaker closed) instead of minutes.
     redis = redis_connection(settings.require_redis_url(), timeout=0.5, retries=0)
@@ -57,7 +60,7 @@ def build_deliverer(settings: Settings) -> Deliverer:
             trial_seconds=2 * settings.provider_timeout + 1,
         )
         for provider in providers.values()
-        if provider.name != "console"
+        if provider.guarded_by_breaker
     }
     renderer = Renderer(settings.template_dir or default_template_dir())
     policy = DeliveryPolicy(

@@ -45,8 +45,14 @@ class ProviderReceipt:
 
 
 class Provider(Protocol):
-    """Sends one message or raises `TransientDeliveryError` / `PermanentDeliveryError`."""
+    """Sends one message or raises `TransientDeliveryError` / `PermanentDeliveryError`.
+
+    A `PermanentDeliveryError` carries its delivery-log status (bounced, blocked, failed), so the
+    provider's error codes stay in its own module. `guarded_by_breaker` says whether calls go
+    through a circuit breaker: true for a remote service that can be down, false for console.
+    """
 
     name: str
+    guarded_by_breaker: bool
 
     def send(self, message: Message) -> ProviderReceipt: ...

@@ -35,6 +35,7 @@ class ConsoleProvider:
     """Prints messages (and writes them to `outbox_dir`) instead of sending them."""
 
     name = "console"
+    guarded_by_breaker = False  # nothing remote to protect, nothing to wait for
 
     def __init__(
         self,

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
-import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
-from http import HTTPStatus
 from typing import Any
 from urllib.error import URLError
 from urllib.parse import urlsplit
@@ -38,6 +34,13 @@ from notifier.errors import (
     UnknownOutcomeError,
 )
 from notifier.providers.base import EmailMessage, Message, ProviderReceipt
+from notifier.providers.http import (
+    header,
+    quiet_sdk_loggers,
+    redacted,
+    retry_after_seconds,
+    status_phrase,
+)
 
 # 429 and 5xx gateway/overload answers say nothing about the message itself.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -53,6 +56,7 @@ class SendGridProvider:
     """Sends an `EmailMessage` with the official SDK; see the module docstring for the why."""
 
     name = "sendgrid"
+    guarded_by_breaker = True
 
     def __init__(
         self,
@@ -75,7 +79,7 @@ class SendGridProvider:
         self.sandbox = sandbox
         self._client = SendGridAPIClient(api_key=api_key, host=self.base_url)
         self._client.client.timeout = timeout  # the SDK has no default: it would wait forever
-        quiet_sdk_logger("python_http_client")  # it logs the Authorization header at DEBUG
+        quiet_sdk_loggers()  # python_http_client logs the Authorization header at DEBUG
 
     def send(self, message: Message) -> ProviderReceipt:
         if not isinstance(message, EmailMessage):
@@ -89,9 +93,8 @@ class SendGridProvider:
             )
             response = self._client.send(payload)
         except HTTPError as exc:
-            raise self._redacted(
-                classify_http_error(exc.status_code, exc.body, exc.headers)
-            ) from None
+            error = classify_http_error(exc.status_code, exc.body, exc.headers)
+            raise redacted(error, self._api_key) from None
         except ApiKeyIncludedException:
             # The SDK refuses a body that *starts* with something shaped like "SG.x.y".
             raise PermanentDeliveryError(
@@ -99,20 +102,13 @@ class SendGridProvider:
                 "like a SendGrid API key; check the template"
             ) from None
         except (OSError, http.client.HTTPException) as exc:
-            raise self._redacted(classify_network_error(exc, self.base_url)) from None
-        message_id = _header(response.headers, "X-Message-Id")
+            raise redacted(classify_network_error(exc, self.base_url), self._api_key) from None
+        message_id = header(response.headers, "X-Message-Id")
         return ProviderReceipt(
             provider=self.name,
             message_id=message_id,
             response={"status": response.status_code, "sandbox": self.sandbox},
         )
-
-    def _redacted(self, error: DeliveryError) -> DeliveryError:
-        """Belt and braces: the key must never reach a log line, even if a body echoed it."""
-        if self._api_key in error.message:
-            error.message = error.message.replace(self._api_key, "[redacted]")
-            error.args = (error.message,)
-        return error
 
 
 def build_payload(
@@ -144,7 +140,7 @@ def classify_http_error(
     now: float | None = None,
 ) -> DeliveryError:
     """Sort a non-2xx answer into retry (429, 5xx) or give up (other 4xx), in words."""
-    phrase = _status_phrase(status)
+    phrase = status_phrase(status)
     detail = first_error_message(body)
     if status in TRANSIENT_STATUSES or status >= 500:
         text = f"SendGrid answered {status} {phrase}"
@@ -198,55 +194,3 @@ def first_error_message(body: bytes | str | None) -> str | None:
     if field and message:
         message = f"{field}: {message}"
     return message[:_MAX_DETAIL] or None
-
-
-def retry_after_seconds(
-    headers: Mapping[str, str] | None, *, now: float | None = None
-) -> float | None:
-    """Seconds to wait, from `Retry-After` (seconds or HTTP date) or `X-RateLimit-Reset` (epoch)."""
-    if not headers:
-        return None
-    current = time.time() if now is None else now
-    retry_after = _header(headers, "Retry-After")
-    if retry_after:
-        value = retry_after.strip()
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            pass
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - current)
-        except (TypeError, ValueError):
-            pass
-    reset = _header(headers, "X-RateLimit-Reset")
-    if reset:
-        try:
-            return max(0.0, float(reset.strip()) - current)
-        except ValueError:
-            return None
-    return None
-
-
-def quiet_sdk_logger(name: str, level: int = logging.INFO) -> None:
-    """Raise an SDK logger to `level` unless someone configured it explicitly."""
-    logger = logging.getLogger(name)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(level)
-
-
-def _status_phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "(unknown status)"
-
-
-def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
-    """Case-insensitive lookup that also works on a plain dict."""
-    if not headers:
-        return None
-    value = headers.get(name)
-    if value is None:
-        wanted = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
-    return value

@@ -7,12 +7,8 @@ same table can judge the error codes that arrive later in those status callbacks
 
 from __future__ import annotations
 
-import logging
-import re
 import threading
-import time
-from email.utils import parsedate_to_datetime
-from http import HTTPStatus
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,25 +22,32 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from notifier.errors import (
     ConfigError,
     DeliveryError,
+    FailureLogStatus,
     PermanentDeliveryError,
     TransientDeliveryError,
     UnknownOutcomeError,
 )
+from notifier.providers.addresses import is_e164
 from notifier.providers.base import Message, ProviderReceipt, TextMessage
+from notifier.providers.http import quiet_sdk_loggers, redacted, retry_after_seconds, status_phrase
 
 MAX_BODY_CHARS = 1600
 BODY_TOO_LONG_CODE = 21617  # Twilio's own code for "concatenated body exceeds 1600 characters"
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-
-# code -> (what happened, short phrase). Codes 300xx mostly arrive in status callbacks.
-PERMANENT_CODES: dict[int, tuple[str, str]] = {
-    21211: ("rejected the number", "invalid 'To' phone number"),
-    21610: ("will not send to this number", "the recipient replied STOP (unsubscribed)"),
-    21614: ("rejected the number", "'To' is not a mobile number"),
-    21635: ("rejected the number", "'To' is a landline"),
-    30005: ("could not deliver the message", "unknown destination handset"),
-    30006: ("could not deliver the message", "landline or unreachable carrier"),
-    30007: ("could not deliver the message", "filtered as spam by the carrier"),
+_BOUNCED, _BLOCKED, _FAILED = (
+    FailureLogStatus.BOUNCED,
+    FailureLogStatus.BLOCKED,
+    FailureLogStatus.FAILED,
+)
+# code -> (what happened, short phrase, how the delivery log records it). A bad number is a
+# bounce, an opt-out is blocked. Codes 300xx mostly arrive in status callbacks.
+PERMANENT_CODES: dict[int, tuple[str, str, FailureLogStatus]] = {
+    21211: ("rejected the number", "invalid 'To' phone number", _BOUNCED),
+    21610: ("will not send to this number", "the recipient replied STOP (unsubscribed)", _BLOCKED),
+    21614: ("rejected the number", "'To' is not a mobile number", _BOUNCED),
+    21635: ("rejected the number", "'To' is a landline", _BOUNCED),
+    30005: ("could not deliver the message", "unknown destination handset", _BOUNCED),
+    30006: ("could not deliver the message", "landline or unreachable carrier", _BOUNCED),
+    30007: ("could not deliver the message", "filtered as spam by the carrier", _FAILED),
 }
 TRANSIENT_CODES: dict[int, tuple[str, str]] = {
     20429: ("is rate limiting requests", "too many requests"),
@@ -77,14 +80,16 @@ class _HeaderKeepingHttpClient(TwilioHttpClient):  # type: ignore[misc]
         self._local.headers = response.headers
         return response
 
-    def last_headers(self) -> Any:
-        return getattr(self._local, "headers", None)
+    def last_headers(self) -> Mapping[str, str] | None:
+        headers: Mapping[str, str] | None = getattr(self._local, "headers", None)
+        return headers
 
 
 class TwilioProvider:
     """Sends a `TextMessage` with the official SDK; see the module docstring for the why."""
 
     name = "twilio"
+    guarded_by_breaker = True
 
     def __init__(
         self,
@@ -108,9 +113,7 @@ class TwilioProvider:
         self.base_url = base_url.rstrip("/")
         self.status_callback_url = status_callback_url
         self._http = _HeaderKeepingHttpClient(timeout=timeout)
-        # The SDK logs ~10 INFO lines per request; keep worker logs to one event per line.
-        if logging.getLogger("twilio.http_client").level == logging.NOTSET:
-            logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+        quiet_sdk_loggers()  # the SDK logs ~10 INFO lines per request
         self._client = Client(account_sid, auth_token, http_client=self._http)
         self._client.api.base_url = self.base_url
         # TWILIO_REGION / TWILIO_EDGE in the environment would rewrite the host (a loopback
@@ -126,10 +129,11 @@ class TwilioProvider:
             )
         check_body(message.body)
         to = channel_address(message.to, message.channel)
-        if not E164.match(to.removeprefix("whatsapp:")):
+        if not is_e164(to.removeprefix("whatsapp:")):
             raise PermanentDeliveryError(
                 "The recipient's phone number is not in E.164 form (+, country code, number); "
-                "fix the contact before sending"
+                "fix the contact before sending",
+                log_status=FailureLogStatus.BOUNCED,
             )
         params: dict[str, Any] = {
             "to": to,
@@ -150,7 +154,7 @@ class TwilioProvider:
                 _exception_text(exc),
                 retry_after_seconds(self._http.last_headers()),
             )
-            raise self._redacted(error) from None
+            raise redacted(error, self._auth_token) from None
         except _NETWORK_ERRORS as exc:
             raise network_error(exc, self.base_url) from None
         return ProviderReceipt(
@@ -158,13 +162,6 @@ class TwilioProvider:
             message_id=created.sid,
             response={"status": created.status, "channel": message.channel},
         )
-
-    def _redacted(self, error: DeliveryError) -> DeliveryError:
-        """Belt and braces: the token must never reach a log line, even if a body echoed it."""
-        if self._auth_token in error.message:
-            error.message = error.message.replace(self._auth_token, "[redacted]")
-            error.args = (error.message,)
-        return error
 
 
 def channel_address(number: str, channel: str) -> str:
@@ -236,39 +233,23 @@ def classify_twilio_error(
             f"Twilio {what}: {twilio_code} {phrase}", code=str(twilio_code), retry_after=retry_after
         )
     if status == 429 or status >= 500:
-        text = f"Twilio answered {status} {_status_phrase(status)}"
+        text = f"Twilio answered {status} {status_phrase(status)}"
         if twilio_code is not None:
             text += f": {twilio_code} {detail or ''}".rstrip()
         return TransientDeliveryError(
             text, code=str(twilio_code or status), retry_after=retry_after
         )
     if twilio_code in PERMANENT_CODES:
-        what, phrase = PERMANENT_CODES[twilio_code]
+        what, phrase, log_status = PERMANENT_CODES[twilio_code]
         return PermanentDeliveryError(
-            f"Twilio {what}: {twilio_code} {phrase}", code=str(twilio_code)
+            f"Twilio {what}: {twilio_code} {phrase}", code=str(twilio_code), log_status=log_status
         )
-    text = f"Twilio rejected the message ({status} {_status_phrase(status)})"
+    text = f"Twilio rejected the message ({status} {status_phrase(status)})"
     if twilio_code is not None or detail:
         text += ": " + " ".join(str(p) for p in (twilio_code, detail) if p)
     if status in _HINTS:
         text += f"; {_HINTS[status]}"
     return PermanentDeliveryError(text, code=str(twilio_code or status))
-
-
-def retry_after_seconds(headers: Any, *, now: float | None = None) -> float | None:
-    """Seconds from a `Retry-After` header (seconds or an HTTP date), if Twilio sent one."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        current = time.time() if now is None else now
-        return max(0.0, parsedate_to_datetime(value).timestamp() - current)
-    except (TypeError, ValueError):
-        return None
 
 
 def _exception_text(exc: TwilioRestException | TwilioServiceException) -> str | None:
@@ -282,10 +263,3 @@ def _as_int(value: object) -> int | None:
     if isinstance(value, int):
         return value
     return int(value) if isinstance(value, str) and value.strip().isdigit() else None
-
-
-def _status_phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "(unknown status)"

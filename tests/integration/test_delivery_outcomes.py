@@ -4,6 +4,7 @@ spec-checking loopback providers: retries, permanent failures, the breaker, fenc
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -14,37 +15,74 @@ from notifier.pipeline.breaker import ProviderBreaker
 from notifier.pipeline.delivery import Deliverer, DeliveryPolicy
 from notifier.pipeline.render import Renderer, default_template_dir
 from notifier.providers.sendgrid import SendGridProvider
+from notifier.providers.twilio import TwilioProvider
 from notifier.store import Claim, JobStore
 from tests.integration import seed
-from tests.support.loopback import SendGridLoopback, sendgrid_error
+from tests.support.loopback import SendGridLoopback, TwilioLoopback, sendgrid_error, twilio_error
 
 FAIL_MAX = 3
 RESET_TIMEOUT = 2
+POLICY = DeliveryPolicy(
+    lease_seconds=30, backoff_base_seconds=0.01, backoff_cap_seconds=0.05, send_concurrency=4
+)
+
+
+class Clock:
+    """The breaker's clock: the wall clock plus however far a test has moved it on."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
 
 
 @pytest.fixture
-def breaker(redis: Redis) -> ProviderBreaker:
-    return ProviderBreaker("sendgrid", redis, fail_max=FAIL_MAX, reset_timeout=RESET_TIMEOUT)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def breaker(redis: Redis, clock: Clock) -> ProviderBreaker:
+    return ProviderBreaker(
+        "sendgrid", redis, fail_max=FAIL_MAX, reset_timeout=RESET_TIMEOUT, clock=clock
+    )
 
 
 @pytest.fixture
 def deliverer(store: JobStore, sendgrid: SendGridLoopback, breaker: ProviderBreaker) -> Deliverer:
     provider = SendGridProvider("SG.key", "from@example.com", base_url=sendgrid.base_url, timeout=2)
-    policy = DeliveryPolicy(
-        lease_seconds=30, backoff_base_seconds=0.01, backoff_cap_seconds=0.05, send_concurrency=4
-    )
     return Deliverer(
-        store, {"email": provider}, {"sendgrid": breaker}, Renderer(default_template_dir()), policy
+        store, {"email": provider}, {"sendgrid": breaker}, Renderer(default_template_dir()), POLICY
     )
+
+
+@pytest.fixture
+def sms_deliverer(store: JobStore, twilio: TwilioLoopback) -> Deliverer:
+    provider = TwilioProvider(
+        "AC" + "0123456789abcdef" * 2,
+        "loopback-auth-token",
+        from_number="+15557654321",
+        base_url=twilio.base_url,
+        timeout=2,
+    )
+    return Deliverer(store, {"sms": provider}, {}, Renderer(default_template_dir()), POLICY)
 
 
 def enqueue(
-    db: psycopg.Connection[Any], recipient: str, n: int = 1, max_retries: int = 3
+    db: psycopg.Connection[Any],
+    recipient: str,
+    n: int = 1,
+    max_retries: int = 3,
+    method: str = "email",
 ) -> list[str]:
     rows = db.execute(
-        "select enqueue_notification_job(%s, null, null, 'immediate', 'normal', 'email', "
+        "select enqueue_notification_job(%s, null, null, 'immediate', 'normal', %s, "
         "jsonb_build_object('subject', 'S' || i, 'body', 'B'), 0) as id from generate_series(1, %s) i",
-        (recipient, n),
+        (recipient, method, n),
     ).fetchall()
     ids = [str(r["id"]) for r in rows]
     db.execute(
@@ -131,6 +169,7 @@ def test_breaker_opens_defers_without_requests_and_closes_after_recovery(
     deliverer: Deliverer,
     sendgrid: SendGridLoopback,
     breaker: ProviderBreaker,
+    clock: Clock,
 ) -> None:
     recipient = seed.add_recipient(db)["recipient"]
     for _ in range(FAIL_MAX):
@@ -148,7 +187,7 @@ def test_breaker_opens_defers_without_requests_and_closes_after_recovery(
     assert deferred["status"] == "pending" and deferred["retry_count"] == 0, "no attempt used"
     assert deferred["scheduled_for"] > db.execute("select now() as t").fetchone()["t"]  # type: ignore[index]
 
-    time.sleep(RESET_TIMEOUT + 1.2)
+    clock.advance(RESET_TIMEOUT + 1.2)  # opened_at is whole seconds: one more than the timeout
     db.execute("update notification_jobs set scheduled_for = now() where status = 'pending'")
     first = deliverer.deliver_batch(store.claim(100, 30))
     # One trial request for the whole cluster; the others wait for its verdict.
@@ -185,6 +224,36 @@ def test_recipient_without_email_fails_with_a_readable_reason(
     assert job["failure_reason"] == "recipient has no email address"
     assert seed.logs(db, job_id)[0]["status"] == "bounced"
     assert sendgrid.requests == []
+
+
+@pytest.mark.parametrize(
+    ("code", "log_status"), [(21610, "blocked"), (21211, "bounced"), (30007, "failed")]
+)
+def test_twilio_rejections_are_logged_as_twilio_classifies_them(
+    db: psycopg.Connection[Any],
+    store: JobStore,
+    sms_deliverer: Deliverer,
+    twilio: TwilioLoopback,
+    code: int,
+    log_status: str,
+) -> None:
+    [job_id] = enqueue(db, seed.add_recipient(db)["recipient"], method="sms")
+    twilio.respond_with(400, twilio_error(code, "rejected"))
+    assert deliver_due(store, sms_deliverer) == {"failed": 1}
+    [log] = seed.logs(db, job_id)
+    assert (log["status"], log["error_code"]) == (log_status, str(code))
+    assert seed.job(db, job_id)["status"] == "failed"
+    assert twilio.spec_violations == []
+
+
+def test_recipient_with_a_truncated_phone_number_bounces_without_a_request(
+    db: psycopg.Connection[Any], store: JobStore, sms_deliverer: Deliverer, twilio: TwilioLoopback
+) -> None:
+    [job_id] = enqueue(db, seed.add_recipient(db, phone="+12345")["recipient"], method="sms")
+    assert deliver_due(store, sms_deliverer) == {"failed": 1}
+    assert seed.job(db, job_id)["failure_reason"].startswith("recipient has no phone number")
+    assert seed.logs(db, job_id)[0]["status"] == "bounced"
+    assert twilio.requests == []
 
 
 def test_missing_template_variable_fails_naming_it(

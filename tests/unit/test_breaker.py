@@ -1,18 +1,48 @@
-"""The breaker's rules, on fakeredis (pure logic; the shared-state test is in integration)."""
+"""The breaker's rules, on fakeredis (pure logic; the shared-state test is in integration).
+
+Time is a `Clock` the tests move: pybreaker's `opened_at` is stamped from it, so no test sleeps.
+"""
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime, timedelta
 
 import fakeredis
 import pytest
 
 from notifier.errors import PermanentDeliveryError, TransientDeliveryError
-from notifier.pipeline.breaker import CircuitOpenError, ProviderBreaker
+from notifier.pipeline.breaker import (
+    STORAGE_FIELDS,
+    CircuitOpenError,
+    ProviderBreaker,
+    retry_at,
+    storage_key,
+    trial_key,
+)
 
 
-def make(redis: fakeredis.FakeRedis, name: str = "sendgrid", reset: int = 60) -> ProviderBreaker:
-    return ProviderBreaker(name, redis, fail_max=2, reset_timeout=reset)
+class Clock:
+    """Whole seconds, like pybreaker's stored `opened_at`, starting at a fixed moment."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make(
+    redis: fakeredis.FakeRedis, clock: Clock, name: str = "sendgrid", reset: int = 60
+) -> ProviderBreaker:
+    return ProviderBreaker(name, redis, fail_max=2, reset_timeout=reset, clock=clock)
 
 
 def transient() -> None:
@@ -23,9 +53,9 @@ def permanent() -> None:
     raise PermanentDeliveryError("400")
 
 
-def test_transient_failures_open_it_and_then_no_call_is_made() -> None:
+def test_transient_failures_open_it_and_then_no_call_is_made(clock: Clock) -> None:
     redis = fakeredis.FakeRedis()
-    breaker = make(redis)
+    breaker = make(redis, clock)
     for _ in range(2):
         with pytest.raises(TransientDeliveryError):
             breaker.guard(transient)
@@ -33,11 +63,12 @@ def test_transient_failures_open_it_and_then_no_call_is_made() -> None:
     calls = []
     with pytest.raises(CircuitOpenError) as opened:
         breaker.guard(lambda: calls.append(1))
-    assert calls == [] and opened.value.retry_at > breaker.opened_at  # type: ignore[operator]
+    assert calls == [] and breaker.opened_at == clock.now
+    assert opened.value.retry_at >= clock.now + timedelta(seconds=61)
 
 
-def test_permanent_errors_neither_trip_nor_reset() -> None:
-    breaker = make(fakeredis.FakeRedis())
+def test_permanent_errors_neither_trip_nor_reset(clock: Clock) -> None:
+    breaker = make(fakeredis.FakeRedis(), clock)
     with pytest.raises(TransientDeliveryError):
         breaker.guard(transient)
     for _ in range(5):
@@ -46,17 +77,17 @@ def test_permanent_errors_neither_trip_nor_reset() -> None:
     assert breaker.state == "closed" and breaker.fail_counter == 1
 
 
-def test_success_resets_the_count() -> None:
-    breaker = make(fakeredis.FakeRedis())
+def test_success_resets_the_count(clock: Clock) -> None:
+    breaker = make(fakeredis.FakeRedis(), clock)
     with pytest.raises(TransientDeliveryError):
         breaker.guard(transient)
     assert breaker.guard(lambda: "ok") == "ok"
     assert breaker.fail_counter == 0
 
 
-def test_state_is_shared_between_instances_and_separate_per_provider() -> None:
+def test_state_is_shared_between_instances_and_separate_per_provider(clock: Clock) -> None:
     redis = fakeredis.FakeRedis()
-    first, second, other = make(redis), make(redis), make(redis, "twilio")
+    first, second, other = make(redis, clock), make(redis, clock), make(redis, clock, "twilio")
     for _ in range(2):
         with pytest.raises(TransientDeliveryError):
             first.guard(transient)
@@ -64,23 +95,28 @@ def test_state_is_shared_between_instances_and_separate_per_provider() -> None:
     assert other.state == "closed"
 
 
-def test_trial_call_after_reset_timeout_closes_it() -> None:
-    breaker = make(fakeredis.FakeRedis(), reset=1)
+def test_refused_until_the_reset_timeout_plus_a_second_then_a_trial_closes_it(
+    clock: Clock,
+) -> None:
+    breaker = make(fakeredis.FakeRedis(), clock, reset=1)
     for _ in range(2):
         with pytest.raises(TransientDeliveryError):
             breaker.guard(transient)
-    time.sleep(2.1)  # opened_at is whole seconds
+    clock.advance(1.9)  # opened_at is whole seconds, so one more second than the timeout
+    with pytest.raises(CircuitOpenError):
+        breaker.guard(lambda: pytest.fail("sent before the reset timeout"))
+    clock.advance(0.1)
     assert breaker.guard(lambda: "ok") == "ok"
     assert breaker.state == "closed"
 
 
-def test_after_the_reset_timeout_only_one_trial_request_goes_out() -> None:
+def test_after_the_reset_timeout_only_one_trial_request_goes_out(clock: Clock) -> None:
     redis = fakeredis.FakeRedis()
-    first, second = make(redis, reset=1), make(redis, reset=1)
+    first, second = make(redis, clock, reset=1), make(redis, clock, reset=1)
     for _ in range(2):
         with pytest.raises(TransientDeliveryError):
             first.guard(transient)
-    time.sleep(2.1)
+    clock.advance(2)
 
     def trial_in_flight() -> str:
         # While this trial is out, another worker's send is refused, without a request.
@@ -93,14 +129,38 @@ def test_after_the_reset_timeout_only_one_trial_request_goes_out() -> None:
     assert second.guard(lambda: "after") == "after"
 
 
-def test_a_failed_trial_opens_it_again() -> None:
-    breaker = make(fakeredis.FakeRedis(), reset=1)
+def test_a_failed_trial_opens_it_again_for_a_full_timeout(clock: Clock) -> None:
+    breaker = make(fakeredis.FakeRedis(), clock, reset=1)
     for _ in range(2):
         with pytest.raises(TransientDeliveryError):
             breaker.guard(transient)
-    time.sleep(2.1)
+    clock.advance(2)
     with pytest.raises(TransientDeliveryError):
         breaker.guard(transient)
-    assert breaker.state == "open"
+    assert breaker.state == "open" and breaker.opened_at == clock.now
     with pytest.raises(CircuitOpenError):
         breaker.guard(lambda: "refused")
+    clock.advance(2)
+    assert breaker.guard(lambda: "ok") == "ok" and breaker.state == "closed"
+
+
+def test_the_key_layout_is_the_one_pybreaker_writes(clock: Clock) -> None:
+    redis = fakeredis.FakeRedis()
+    breaker = make(redis, clock, name="twilio")
+    for _ in range(2):
+        with pytest.raises(TransientDeliveryError):
+            breaker.guard(transient)
+
+    values = redis.mget([storage_key("twilio", field) for field in STORAGE_FIELDS])
+
+    assert values == [b"open", b"2", str(int(clock.now.timestamp())).encode()]
+    written = {key.decode() for key in redis.keys("*")}
+    assert written >= {storage_key("twilio", field) for field in STORAGE_FIELDS}
+    assert all(key.startswith("notifier:breaker:twilio:pybreaker:") for key in written)
+    assert trial_key("twilio") == "notifier:breaker:twilio:trial"
+
+
+def test_retry_at_is_one_second_past_the_reset_timeout() -> None:
+    opened = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+    assert retry_at(opened, 60) == opened + timedelta(seconds=61)

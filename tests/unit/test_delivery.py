@@ -1,4 +1,4 @@
-"""Pure delivery decisions: who is skipped, which link, which log status."""
+"""Pure delivery decisions: who is skipped, which link, which contact (or a bounce)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from notifier.errors import PermanentDeliveryError
-from notifier.pipeline.delivery import log_status_for, preferences_url, skip_reason
+from notifier.errors import FailureLogStatus, PermanentDeliveryError
+from notifier.pipeline.delivery import email_address, phone_number, preferences_url, skip_reason
 from notifier.store import JobContext
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -88,14 +88,49 @@ def test_preferences_url_replaces_or_appends_the_token() -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "status"),
+    ("recipient", "expected"),
     [
-        ("21610", "blocked"),
-        ("21211", "bounced"),
-        ("NO_CONTACT", "bounced"),
-        ("400", "failed"),
-        (None, "failed"),
+        ({"phone": "+15551234567"}, "+15551234567"),
+        ({"phone": "+1 555 123 4567"}, "+15551234567"),
+        ({"phone": "+6831234"}, "+6831234"),  # Niue: 7 digits, the shortest in service
     ],
 )
-def test_log_status_for_permanent_errors(code: str | None, status: str) -> None:
-    assert log_status_for(PermanentDeliveryError("x", code=code)) == status
+def test_phone_number_is_e164_without_spaces(recipient: dict[str, Any], expected: str) -> None:
+    assert phone_number(recipient) == expected
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        {},
+        {"phone": None},
+        {"phone": "555-1234"},
+        {"phone": "+12345"},
+        {"phone": "+1555123456789012"},
+    ],
+)
+def test_no_usable_phone_is_a_bounce_without_a_provider(recipient: dict[str, Any]) -> None:
+    with pytest.raises(PermanentDeliveryError, match=r"E\.164") as caught:
+        phone_number(recipient)
+
+    assert caught.value.code == "NO_CONTACT"
+    assert caught.value.log_status is FailureLogStatus.BOUNCED and caught.value.bad_address
+
+
+@pytest.mark.parametrize("recipient", [{}, {"email": None}, {"email": ""}, {"email": "ada"}])
+def test_no_usable_email_is_a_bounce_without_a_provider(recipient: dict[str, Any]) -> None:
+    with pytest.raises(PermanentDeliveryError, match="no email address") as caught:
+        email_address(recipient)
+
+    assert caught.value.code == "NO_CONTACT"
+    assert caught.value.log_status is FailureLogStatus.BOUNCED
+
+
+def test_email_address_is_returned_as_stored() -> None:
+    assert email_address({"email": "ada@example.com"}) == "ada@example.com"
+
+
+def test_a_permanent_error_is_logged_as_failed_unless_its_classifier_says_otherwise() -> None:
+    error = PermanentDeliveryError("x", code="400")
+
+    assert error.log_status is FailureLogStatus.FAILED and not error.bad_address

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import sys
+from collections.abc import Iterator
 
-from notifier.log import JsonFormatter, TextFormatter, event
+import pytest
+
+from notifier.log import JsonFormatter, TextFormatter, configure, event
+from notifier.providers.http import QUIET_SDK_LOGGERS
 
 
 def record_for(event_name: str, /, **fields: object) -> logging.LogRecord:
@@ -36,3 +42,40 @@ def test_json_line_has_event_and_fields() -> None:
 def test_text_line_lists_fields() -> None:
     line = TextFormatter().format(record_for("job_sent", job_id="j1", name="x"))
     assert "job_sent" in line and "job_id=j1" in line and "name=x" in line
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    levels = {name: logging.getLogger(name).level for name in QUIET_SDK_LOGGERS}
+    yield
+    root.handlers[:], level = saved
+    root.setLevel(level)
+    for name, saved_level in levels.items():
+        logging.getLogger(name).setLevel(saved_level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_configure_holds_sdk_loggers_quiet_even_at_debug() -> None:
+    logging.getLogger("twilio").setLevel(logging.DEBUG)
+
+    configure("json", "DEBUG")
+
+    for name, level in QUIET_SDK_LOGGERS.items():
+        assert logging.getLogger(name).level == logging.getLevelName(level)
+
+
+def test_the_rq_worker_config_quiets_the_same_sdk_loggers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1:1/db")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    sys.modules.pop("notifier.rq_settings", None)
+    try:
+        rq_settings = importlib.import_module("notifier.rq_settings")
+        loggers = rq_settings.DICT_CONFIG["loggers"]
+    finally:
+        sys.modules.pop("notifier.rq_settings", None)
+
+    assert loggers == {name: {"level": level} for name, level in QUIET_SDK_LOGGERS.items()}

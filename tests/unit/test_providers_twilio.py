@@ -9,7 +9,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from notifier.errors import PermanentDeliveryError, TransientDeliveryError, UnknownOutcomeError
+from notifier.errors import (
+    FailureLogStatus,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UnknownOutcomeError,
+)
 from notifier.providers.base import EmailMessage, TextMessage
 from notifier.providers.twilio import (
     TwilioProvider,
@@ -117,12 +122,15 @@ def test_a_body_of_exactly_1600_characters_is_sent(
     assert len(server.requests[0].body["Body"]) == 1600
 
 
-def test_a_number_not_in_e164_is_permanent_and_not_sent(
-    server: TwilioLoopback, provider: TwilioProvider
+@pytest.mark.parametrize("to", ["555-1234", "+12345", "whatsapp:+12345"])
+def test_a_number_not_in_e164_is_a_bounce_and_not_sent(
+    server: TwilioLoopback, provider: TwilioProvider, to: str
 ) -> None:
-    with pytest.raises(PermanentDeliveryError, match=r"E\.164"):
-        provider.send(sms(to="555-1234"))
+    # "+12345" passed Twilio's own check before it shared delivery's rule (7 to 15 digits).
+    with pytest.raises(PermanentDeliveryError, match=r"E\.164") as caught:
+        provider.send(sms(to=to))
 
+    assert caught.value.log_status is FailureLogStatus.BOUNCED
     assert server.requests == []
 
 
@@ -271,13 +279,36 @@ def test_rate_limits_server_errors_and_carrier_hiccups_are_transient(
     assert isinstance(classify_twilio_error(status, code), TransientDeliveryError)
 
 
-@pytest.mark.parametrize("code", [21211, 21610, 21614, 21635, 30005, 30006, 30007, 21999])
-def test_bad_numbers_opt_outs_and_other_4xx_are_permanent(code: int) -> None:
+@pytest.mark.parametrize(
+    ("code", "log_status"),
+    [
+        (21211, FailureLogStatus.BOUNCED),
+        (21610, FailureLogStatus.BLOCKED),
+        (21614, FailureLogStatus.BOUNCED),
+        (21635, FailureLogStatus.BOUNCED),
+        (30005, FailureLogStatus.BOUNCED),
+        (30006, FailureLogStatus.BOUNCED),
+        (30007, FailureLogStatus.FAILED),
+        (21999, FailureLogStatus.FAILED),
+    ],
+)
+def test_bad_numbers_bounce_opt_outs_are_blocked_and_other_4xx_fail(
+    code: int, log_status: FailureLogStatus
+) -> None:
     error = classify_twilio_error(400, code, "whatever Twilio said")
 
     assert isinstance(error, PermanentDeliveryError)
     assert error.code == str(code)
     assert str(code) in str(error)
+    assert error.log_status is log_status
+    assert error.bad_address is (log_status is FailureLogStatus.BOUNCED)
+
+
+def test_an_http_error_without_a_twilio_code_is_logged_as_failed() -> None:
+    error = classify_twilio_error(401, None, "Authenticate")
+
+    assert isinstance(error, PermanentDeliveryError)
+    assert error.log_status is FailureLogStatus.FAILED
 
 
 def test_whatsapp_prefix_is_stripped_for_sms() -> None:

@@ -1,0 +1,31 @@
+"""The one rule for what counts as a phone number (E.164) or an email address.
+
+Delivery checks a recipient's contact with these before rendering, and Twilio checks again
+before its request; both must agree, or a number one accepts the other rejects.
+
+E.164 (ITU-T): `+`, a country code that never starts with 0, at most 15 digits in all. We ask
+for at least 7 digits: the shortest numbers in service (Niue, Saint Helena: a 3-digit country
+code and 4 digits) have 7, and anything shorter is a truncated number, not a phone.
+"""
+
+from __future__ import annotations
+
+import re
+
+E164 = re.compile(r"\+[1-9]\d{6,14}")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_phone(raw: str | None) -> str:
+    """A stored phone number without the spaces people type (`+1 555 123 4567`)."""
+    return _WHITESPACE.sub("", raw or "")
+
+
+def is_e164(number: str) -> bool:
+    """True for `+15551234567`; no spaces, no `whatsapp:` prefix, nothing after the digits."""
+    return E164.fullmatch(number) is not None
+
+
+def is_email_address(address: str | None) -> bool:
+    """Just enough to route: the provider judges the rest (and bounces say what it thought)."""
+    return bool(address) and "@" in str(address)
