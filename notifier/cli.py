@@ -37,7 +37,9 @@ def main() -> None:
     help="Verify the installed schema (tables, functions, grants, RLS, policies); exit 1 if not.",
 )
 def migrate(dry_run: bool, check: bool) -> None:
-    """Apply supabase/migrations to DATABASE_URL (idempotent).
+    """Apply the migrations (supabase/migrations, shipped in the package) to DATABASE_URL.
+
+    Idempotent: each file runs once. Exit 1 if no migration file is found.
 
     \b
     Examples:
@@ -50,6 +52,12 @@ def migrate(dry_run: bool, check: bool) -> None:
     from notifier.schema import migrate as migrations
 
     url = _database_url(_settings())
+    if not migrations.discover():
+        _fail(
+            f"no migration files in {migrations.MIGRATIONS_DIR}: this installation is incomplete "
+            "(reinstall notifier)",
+            1,
+        )
     if check:
         from notifier.schema.check import check as check_schema
 
