@@ -8,11 +8,14 @@ from notifier.providers.console import ConsoleProvider
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
-    """Map each delivery method (email, sms, whatsapp) to its provider; push has none."""
+    """Map each delivery method (email, sms, whatsapp) to its provider; push has none.
+
+    Raises `ConfigError` when a channel has no provider (see `Settings.require_providers`)."""
+    email_name, sms_name = settings.require_providers()
     console = ConsoleProvider(outbox_dir=settings.outbox_dir)
     email: Provider = console
     text: Provider = console
-    if settings.resolved_email_provider == "sendgrid":
+    if email_name == "sendgrid":
         from notifier.providers.sendgrid import SendGridProvider
 
         assert settings.sendgrid_api_key is not None and settings.email_from is not None
@@ -22,7 +25,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             base_url=settings.sendgrid_api_base,
             timeout=settings.provider_timeout,
         )
-    if settings.resolved_sms_provider == "twilio":
+    if sms_name == "twilio":
         from notifier.providers.twilio import TwilioProvider
 
         assert settings.twilio_account_sid is not None and settings.twilio_auth_token is not None
