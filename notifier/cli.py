@@ -142,7 +142,12 @@ def scheduler(burst: bool) -> None:
 
 
 @main.command()
-@click.option("--seconds", type=float, default=None, help="Stop after this long (default: Ctrl-C).")
+@click.option(
+    "--seconds",
+    type=float,
+    default=None,
+    help="Stop this many seconds after the start (default: run until Ctrl-C).",
+)
 @click.option(
     "--outbox",
     type=click.Path(file_okay=False),
@@ -154,9 +159,11 @@ def dev(seconds: float | None, outbox: str) -> None:
     """Run everything locally: throwaway Postgres and Redis, demo data, console delivery.
 
     \b
-    Needs no credentials. Ctrl-C stops everything cleanly.
-    Example:
-      notifier dev --seconds 20
+    Needs no credentials. After the demo it prints a psql line and an enqueue call to try,
+    and keeps running until Ctrl-C (or --seconds), which stops everything cleanly.
+    Examples:
+      notifier dev
+      notifier dev --seconds 60
     """
     from notifier.devstack.demo import run_dev
 
