@@ -171,10 +171,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row_cells, widths, strict=True)))
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_dev(*, seconds: float | None, outbox: str) -> int:
     """Run the demo, then keep everything running until Ctrl-C, or until `seconds` have passed
     since the start. Returns 0 when every demo job settled, 1 when one did not or a process
     stopped by itself."""
+    # SIGTERM stops the demo like Ctrl-C, so the servers and child processes go with it.
+    signal.signal(signal.SIGTERM, _interrupt)
     with LocalPostgres() as postgres, LocalRedis() as redis:
         database_url = postgres.url
         print(f"PostgreSQL: {database_url}\nRedis:      {redis.url}")
