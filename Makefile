@@ -1,18 +1,22 @@
 # The two commands a newcomer needs: `make dev` (the demo) and `make test` (the test suite).
-# Both install what is missing first (scripts/bootstrap.sh).
+# Both first run scripts/bootstrap.sh: server binaries, a project virtual environment (.venv),
+# and notifier installed into it; a second run skips what is done and starts at once.
+#   PYTHON=/usr/bin/python3  the Python to make .venv from (a virtual environment is used as is)
+#   VENV=                    install into PYTHON itself instead of .venv
 PYTHON ?= python3
+VENV ?= .venv
+BOOTSTRAP = PYTHON='$(PYTHON)' VENV='$(VENV)' bash scripts/bootstrap.sh
 
 .PHONY: dev test lint bootstrap
 
 bootstrap:
-	PYTHON=$(PYTHON) bash scripts/bootstrap.sh
+	@$(BOOTSTRAP) >/dev/null
 
-dev: bootstrap
-	$(PYTHON) -m notifier.cli dev
+dev:
+	@py=$$($(BOOTSTRAP)) && exec "$$py" -m notifier.cli dev
 
-test: bootstrap
-	$(PYTHON) -m pytest -q
+test:
+	@py=$$($(BOOTSTRAP)) && exec "$$py" -m pytest -q
 
 lint:
-	ruff check notifier tests
-	mypy
+	@py=$$($(BOOTSTRAP)) && "$$py" -m ruff check notifier tests bench && "$$py" -m mypy

@@ -43,6 +43,7 @@ def run_case(
         "DATABASE_URL": url,
         "REDIS_URL": redis.url,
         "NOTIFIER_EMAIL_PROVIDER": "console",
+        "NOTIFIER_SMS_PROVIDER": "console",
         "NOTIFIER_RQ_JOB_SIZE": str(job_size),
         "NOTIFIER_MAX_IN_FLIGHT": str(jobs),
         "NOTIFIER_CLAIM_BATCH": "1000",

@@ -37,7 +37,9 @@ def main() -> None:
     help="Verify the installed schema (tables, functions, grants, RLS, policies); exit 1 if not.",
 )
 def migrate(dry_run: bool, check: bool) -> None:
-    """Apply supabase/migrations to DATABASE_URL (idempotent).
+    """Apply the migrations (supabase/migrations, shipped in the package) to DATABASE_URL.
+
+    Idempotent: each file runs once. Exit 1 if no migration file is found.
 
     \b
     Examples:
@@ -50,6 +52,12 @@ def migrate(dry_run: bool, check: bool) -> None:
     from notifier.schema import migrate as migrations
 
     url = _database_url(_settings())
+    if not migrations.discover():
+        _fail(
+            f"no migration files in {migrations.MIGRATIONS_DIR}: this installation is incomplete "
+            "(reinstall notifier)",
+            1,
+        )
     if check:
         from notifier.schema.check import check as check_schema
 
@@ -138,7 +146,12 @@ def scheduler(burst: bool) -> None:
 
 
 @main.command()
-@click.option("--seconds", type=float, default=None, help="Stop after this long (default: Ctrl-C).")
+@click.option(
+    "--seconds",
+    type=float,
+    default=None,
+    help="Stop this many seconds after the start (default: run until Ctrl-C).",
+)
 @click.option(
     "--outbox",
     type=click.Path(file_okay=False),
@@ -150,9 +163,11 @@ def dev(seconds: float | None, outbox: str) -> None:
     """Run everything locally: throwaway Postgres and Redis, demo data, console delivery.
 
     \b
-    Needs no credentials. Ctrl-C stops everything cleanly.
-    Example:
-      notifier dev --seconds 20
+    Needs no credentials. After the demo it prints a psql line and an enqueue call to try,
+    and keeps running until Ctrl-C (or --seconds), which stops everything cleanly.
+    Examples:
+      notifier dev
+      notifier dev --seconds 60
     """
     from notifier.devstack.demo import run_dev
 

@@ -142,12 +142,19 @@ class Settings(BaseSettings):
                         f"{name} is not set (needed by NOTIFIER_EMAIL_PROVIDER=sendgrid)"
                     )
         if self.resolved_sms_provider == "twilio":
-            for name, value in (
+            credentials = (
                 ("TWILIO_ACCOUNT_SID", self.twilio_account_sid),
                 ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
-            ):
+            )
+            given = [name for name, value in credentials if value]
+            for name, value in credentials:
                 if not value:
-                    raise ValueError(f"{name} is not set (needed by NOTIFIER_SMS_PROVIDER=twilio)")
+                    because = f"{given[0]} is set" if given else "NOTIFIER_SMS_PROVIDER=twilio"
+                    raise ValueError(
+                        f"{name} is not set ({because}): set it, or "
+                        "NOTIFIER_SMS_PROVIDER=console to print text messages instead of "
+                        "sending them"
+                    )
             if not (self.twilio_from_number or self.twilio_messaging_service_sid):
                 raise ValueError(
                     "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID is not set "
@@ -163,18 +170,43 @@ class Settings(BaseSettings):
         return int(waves * (2 * self.provider_timeout + 5) + 60)
 
     @property
-    def resolved_email_provider(self) -> EmailProviderName:
-        """The configured email provider, or SendGrid when its key is set, else console."""
+    def resolved_email_provider(self) -> EmailProviderName | None:
+        """NOTIFIER_EMAIL_PROVIDER, or SendGrid when its key is set; None when neither is.
+
+        Never console by default: a worker that silently printed emails would record them as
+        sent. Console is chosen explicitly, or by `notifier dev`."""
         if self.email_provider:
             return self.email_provider
-        return "sendgrid" if self.sendgrid_api_key else "console"
+        return "sendgrid" if self.sendgrid_api_key else None
 
     @property
-    def resolved_sms_provider(self) -> SmsProviderName:
-        """The configured SMS provider, or Twilio when its credentials are set, else console."""
+    def resolved_sms_provider(self) -> SmsProviderName | None:
+        """NOTIFIER_SMS_PROVIDER, or Twilio when any Twilio credential is set (a partial set is
+        an error naming the missing one); None when neither is."""
         if self.sms_provider:
             return self.sms_provider
-        return "twilio" if self.twilio_account_sid and self.twilio_auth_token else "console"
+        return "twilio" if self.twilio_account_sid or self.twilio_auth_token else None
+
+    def require_providers(self) -> tuple[EmailProviderName, SmsProviderName]:
+        """The email and SMS providers a worker sends with; a `ConfigError` (one line naming
+        the variables) when a channel has none. Only processes that send call this, so
+        `migrate`, `status`, `web` and the others run without provider credentials."""
+        email, sms = self.resolved_email_provider, self.resolved_sms_provider
+        missing = []
+        if email is None:
+            missing.append(
+                "SENDGRID_API_KEY is not set: set it (with EMAIL_FROM), or "
+                "NOTIFIER_EMAIL_PROVIDER=console to print emails instead of sending them"
+            )
+        if sms is None:
+            missing.append(
+                "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set: set them (with "
+                "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID), or "
+                "NOTIFIER_SMS_PROVIDER=console to print text messages instead of sending them"
+            )
+        if email is None or sms is None:
+            raise ConfigError("; ".join(missing))
+        return email, sms
 
     def require_database_url(self) -> str:
         if self.database_url is None or not self.database_url.get_secret_value():

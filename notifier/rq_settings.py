@@ -1,7 +1,8 @@
 """Settings module for the stock RQ worker: `rq worker -c notifier.rq_settings`.
 
 RQ reads REDIS_URL, QUEUES (drained in this order: urgent first) and DICT_CONFIG from here.
-A missing or malformed setting stops the worker at start-up with one line naming it.
+A missing or malformed setting, or a channel without a provider, stops the worker at start-up
+with one line naming the variables.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ try:
     _settings = load_settings()
     _settings.require_database_url()
     REDIS_URL = _settings.require_redis_url()
+    # A worker sends: without a provider for a channel it must not start (console is opt-in).
+    _settings.require_providers()
 except ConfigError as _error:
     sys.exit(f"notifier: {_error}")
 

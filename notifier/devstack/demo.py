@@ -3,7 +3,9 @@
 Starts throwaway servers, migrates, seeds demo recipients, enqueues a handful of notifications
 with the SQL function (exactly as an app would), runs the production commands (`notifier
 poller`, `rq worker -c notifier.rq_settings`, `notifier scheduler`) against them with console
-delivery, and prints the jobs and delivery logs when every demo job has settled.
+delivery, and prints the jobs and delivery logs when every demo job has settled. Then it keeps
+everything running, and says how to connect and enqueue, so a newcomer can try their own SQL
+until Ctrl-C (or `--seconds`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +84,14 @@ DEMO = [
 ]
 
 
-def seed(database_url: str) -> list[str]:
+@dataclass(frozen=True)
+class Seeded:
+    job_ids: list[str]
+    recipient_id: str  # Ada: not muted, with an address that is accepted
+    group_id: str
+
+
+def seed(database_url: str) -> Seeded:
     """Demo owner, recipients (one muted, one whose address is rejected), group, and jobs."""
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         owner = conn.execute("select gen_random_uuid() as id").fetchone()["id"]  # type: ignore[index]
@@ -120,7 +130,24 @@ def seed(database_url: str) -> list[str]:
                     "set scheduled_for = now() + make_interval(secs => %s) where id = %s",
                     (delay, row["id"]),  # type: ignore[index]
                 )
-    return job_ids
+    return Seeded(job_ids, str(ids["ada"]), str(group))
+
+
+def try_it_yourself(database_url: str, seeded: Seeded) -> str:
+    """How to connect, and one enqueue call for Ada, ready to paste into psql."""
+    psql = shutil.which("psql") or "psql"
+    call = (
+        f"SELECT enqueue_notification_job('{seeded.recipient_id}'::uuid, "
+        f"'{seeded.group_id}'::uuid, NULL, 'immediate', 'normal', 'email', "
+        """'{"subject": "Hello", "body": "My first notification"}'::jsonb, 0);"""
+    )
+    return (
+        f"Try it yourself: connect with\n  {psql} '{database_url}'\n"
+        "and enqueue a notification for the demo recipient Ada (printed here when sent):\n"
+        f"  {call}\n"
+        "Watch it with: SELECT status, failure_reason FROM notification_jobs "
+        "ORDER BY created_at DESC LIMIT 5;\n"
+    )
 
 
 def summary(database_url: str, job_ids: list[str]) -> list[dict[str, Any]]:
@@ -144,15 +171,24 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row_cells, widths, strict=True)))
 
 
-def run_dev(*, seconds: float | None, outbox: str, keep_running: bool = False) -> int:
-    """Run the demo; returns 0 when every demo job settled as expected."""
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_dev(*, seconds: float | None, outbox: str) -> int:
+    """Run the demo, then keep everything running until Ctrl-C, or until `seconds` have passed
+    since the start. Returns 0 when every demo job settled, 1 when one did not or a process
+    stopped by itself."""
+    # SIGTERM stops the demo like Ctrl-C, so the servers and child processes go with it.
+    signal.signal(signal.SIGTERM, _interrupt)
     with LocalPostgres() as postgres, LocalRedis() as redis:
         database_url = postgres.url
         print(f"PostgreSQL: {database_url}\nRedis:      {redis.url}")
         for migration in migrations.apply(database_url):
             print(f"applied {migration.path.name}")
-        job_ids = seed(database_url)
-        print(f"enqueued {len(job_ids)} demo notifications; delivering...\n")
+        seeded = seed(database_url)
+        job_ids = seeded.job_ids
+        print(f"enqueued {len(job_ids)} demo notifications; delivering...\n", flush=True)
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -173,12 +209,23 @@ def run_dev(*, seconds: float | None, outbox: str, keep_running: bool = False) -
             subprocess.Popen(scheduler_command(), env=env, start_new_session=True),
         ]
         deadline = None if seconds is None else time.monotonic() + seconds
-        rows: list[dict[str, Any]] = []
+        settled = False
+        stopped_by_itself = False
         try:
             while deadline is None or time.monotonic() < deadline:
-                rows = summary(database_url, job_ids)
-                if not keep_running and all(r["status"] in FINISHED for r in rows):
+                if any(process.poll() is not None for process in processes):
+                    stopped_by_itself = True
+                    print("\na notifier process stopped by itself; stopping the demo")
                     break
+                rows = [] if settled else summary(database_url, job_ids)
+                if rows and all(r["status"] in FINISHED for r in rows):
+                    settled = True
+                    print()
+                    print_table(rows)
+                    print(f"\noutbox: {Path(outbox).resolve()}\n")
+                    print(try_it_yourself(database_url, seeded))
+                    until = "Ctrl-C" if deadline is None else f"Ctrl-C or {seconds:g} s"
+                    print(f"Running until {until}.", flush=True)
                 time.sleep(0.5)
         except KeyboardInterrupt:
             print("\nstopping...")
@@ -192,7 +239,8 @@ def run_dev(*, seconds: float | None, outbox: str, keep_running: bool = False) -
                 except subprocess.TimeoutExpired:
                     process.kill()
         rows = summary(database_url, job_ids)
-        print()
-        print_table(rows)
-        print(f"\noutbox: {Path(outbox).resolve()}")
-        return 0 if all(r["status"] in FINISHED for r in rows) else 1
+        if not settled:
+            print()
+            print_table(rows)
+        done = all(r["status"] in FINISHED for r in rows)
+        return 0 if done and not stopped_by_itself else 1

@@ -328,8 +328,8 @@ def _export(
     help="Keep finished jobs younger than this many days.",
 )
 def cleanup(days: int) -> None:
-    """Delete finished jobs (sent, failed, skipped, cancelled) older than --days, with their
-    delivery logs, and expired preference cache rows.
+    """Delete finished jobs (sent, failed, skipped, cancelled, and digested items whose digest
+    is finished) older than --days, with their delivery logs. Preferences are never deleted.
 
     \b
     Examples:
@@ -341,7 +341,10 @@ def cleanup(days: int) -> None:
     settings = _settings()
     with _database_errors(settings), open_store(_database_url(settings)) as (store, _conn):
         removed = store.cleanup(days)
-    click.echo(f"removed {removed} finished job(s) older than {days} days")
+    click.echo(
+        f"removed {removed} finished job(s) older than {days} days, with their delivery logs; "
+        "preferences are kept"
+    )
 
 
 COMMANDS = (web, status, pause, resume, retry, cancel, export, cleanup)

@@ -127,7 +127,7 @@ def describe_error(error: BaseException) -> str:
 def configured_providers(settings: Settings) -> tuple[str, ...]:
     """Providers with a breaker that this deployment uses (console has none)."""
     used = (settings.resolved_email_provider, settings.resolved_sms_provider)
-    return tuple(p for p in used if guarded_by_breaker(p))
+    return tuple(p for p in used if p is not None and guarded_by_breaker(p))
 
 
 def redis_task(settings: Settings) -> ProbeTask[RedisState] | None:

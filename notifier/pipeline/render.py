@@ -4,13 +4,15 @@ Pure on purpose: the only I/O is reading templates, so delivery can render (and 
 a bad template) before it spends an attempt on a provider. User content is always template *data*,
 never template source: nothing here calls `from_string`, so a job cannot inject Jinja code.
 
-The context contract (which keys each template needs) is in `templates/README.md`. One Jinja trap
-worth knowing: `content.items` is the dict method, not the key; templates write `content["items"]`.
+The context contract (which keys each template needs) is in `notifier/templates/README.md`. One
+Jinja trap worth knowing: `content.items` is the dict method, not the key; templates write
+`content["items"]`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -49,8 +51,9 @@ class RenderedEmail:
 
 
 def default_template_dir() -> Path:
-    """The repository's `templates/`; callers pass their own directory to override it."""
-    return Path(__file__).resolve().parents[2] / "templates"
+    """The stock templates, shipped as package data (`notifier/templates/`); callers pass their
+    own directory (NOTIFIER_TEMPLATE_DIR) to override them."""
+    return Path(str(importlib.resources.files("notifier") / "templates"))
 
 
 def list_unsubscribe_headers(unsubscribe_url: str | None) -> dict[str, str]:

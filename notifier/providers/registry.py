@@ -21,11 +21,14 @@ def guarded_by_breaker(name: str) -> bool:
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
-    """Map each delivery method (email, sms, whatsapp) to its provider; push has none."""
+    """Map each delivery method (email, sms, whatsapp) to its provider; push has none.
+
+    Raises `ConfigError` when a channel has no provider (see `Settings.require_providers`)."""
+    email_name, sms_name = settings.require_providers()
     console = ConsoleProvider(outbox_dir=settings.outbox_dir)
     email: Provider = console
     text: Provider = console
-    if settings.resolved_email_provider == "sendgrid":
+    if email_name == "sendgrid":
         assert settings.sendgrid_api_key is not None and settings.email_from is not None
         email = SendGridProvider(
             settings.sendgrid_api_key.get_secret_value(),
@@ -33,7 +36,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             base_url=settings.sendgrid_api_base,
             timeout=settings.provider_timeout,
         )
-    if settings.resolved_sms_provider == "twilio":
+    if sms_name == "twilio":
         assert settings.twilio_account_sid is not None and settings.twilio_auth_token is not None
         text = TwilioProvider(
             settings.twilio_account_sid,

@@ -1,12 +1,15 @@
-"""`notifier migrate`: apply supabase/migrations/*.sql in order, once each, and record them.
+"""`notifier migrate`: apply the migrations (*.sql) in order, once each, and record them.
 
-The same files run unchanged under `supabase db push`; this runner exists for plain
-PostgreSQL. An advisory lock makes concurrent runs wait for each other instead of racing.
+The files live in `supabase/migrations/`, where `supabase db push` reads them unchanged; the
+package reaches them as `notifier/schema/migrations` (a symlink in the checkout, real files in a
+wheel), so an installed notifier carries its schema. This runner exists for plain PostgreSQL. An
+advisory lock makes concurrent runs wait for each other instead of racing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +19,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+# Package data: in a checkout a symlink to supabase/migrations, in an installed wheel the files.
+MIGRATIONS_DIR = Path(str(importlib.resources.files("notifier.schema") / "migrations"))
 _LOCK_KEY = 0x6E6F7469  # "noti": one advisory lock for all notifier migration runs
 
 # The bookkeeping table is defined once, in the migration that creates it (where `supabase db

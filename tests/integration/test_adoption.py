@@ -234,6 +234,7 @@ def original_url(pg_server: LocalPostgres) -> str:
 def env(base_env: dict[str, str], original_url: str, sendgrid: SendGridLoopback) -> dict[str, str]:
     return base_env | {
         "DATABASE_URL": original_url,
+        "NOTIFIER_EMAIL_PROVIDER": "sendgrid",
         "SENDGRID_API_KEY": "SG.test-key",
         "SENDGRID_API_BASE": sendgrid.base_url,
         "EMAIL_FROM": "notifications@example.com",

@@ -611,7 +611,7 @@ def test_a_job_no_live_schedule_will_carry_is_not_held(
             (schedule,),
         )
         assert schedule_row(db, schedule)["next_digest_scheduled"] is None
-    assert seed.job(db, enqueue(db, ids, kind, subject="x"))["status"] == "pending"
+    assert seed.job(db, enqueue(db, ids, kind, subject="x", body="y"))["status"] == "pending"
 
 
 def test_a_group_whose_schedule_is_parked_falls_to_the_recipient_wide_schedule(db: Db) -> None:

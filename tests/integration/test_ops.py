@@ -280,8 +280,34 @@ def test_cleanup_removes_old_finished_jobs_only(
     insert_jobs(db, recipient, 1, status="pending", scheduled_ago_seconds=40 * 86400)
     done = notifier(base_env, "cleanup", "--days", "30")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "removed 4 finished job(s) older than 30 days"
+    assert done.stdout.strip() == (
+        "removed 4 finished job(s) older than 30 days, with their delivery logs; "
+        "preferences are kept"
+    )
     assert statuses(db) == {"sent": 2, "pending": 1}
+
+
+def test_a_muted_recipient_stays_muted_after_cleanup(
+    db: psycopg.Connection[Any], base_env: dict[str, str]
+) -> None:
+    """Preference rows are people's settings: their cache_expires_at means nothing to
+    notifier, so cleanup keeps them however old it is."""
+    muted = seed.add_recipient(db, name="Bo")
+    daily = seed.add_recipient(db, name="Cy")
+    seed.set_preferences(db, muted["recipient"], is_muted=True)
+    seed.set_preferences(db, daily["recipient"], effective_frequency="daily")
+    db.execute(
+        "update notification_preferences_cache set cache_expires_at = now() - interval '400 days'"
+    )
+    done = notifier(base_env, "cleanup", "--days", "1")
+    assert done.returncode == 0, done.stderr
+    kept = db.execute("select count(*) as n from notification_preferences_cache").fetchone()
+    assert kept == {"n": 2}
+
+    (job_id,) = enqueue(db, muted["recipient"])
+    poller_burst(base_env)
+    worker_burst(base_env, simple=True)
+    assert seed.job(db, job_id)["status"] == "skipped"
 
 
 def test_status_shows_everything_an_operator_checks_first(

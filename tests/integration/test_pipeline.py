@@ -26,6 +26,8 @@ def env(
     base_env: dict[str, str], sendgrid: SendGridLoopback, twilio: TwilioLoopback
 ) -> dict[str, str]:
     return base_env | {
+        "NOTIFIER_EMAIL_PROVIDER": "sendgrid",
+        "NOTIFIER_SMS_PROVIDER": "twilio",
         "SENDGRID_API_KEY": "SG.test-key",
         "SENDGRID_API_BASE": sendgrid.base_url,
         "EMAIL_FROM": "notifications@example.com",
@@ -120,6 +122,43 @@ def test_bad_config_names_the_variable_at_worker_start(env: dict[str, str]) -> N
     )
     assert done.returncode != 0
     assert "REDIS_URL is not set" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("unset", "named"),
+    [
+        (("NOTIFIER_EMAIL_PROVIDER",), "SENDGRID_API_KEY is not set: set it (with EMAIL_FROM), or "
+         "NOTIFIER_EMAIL_PROVIDER=console to print emails instead of sending them"),
+        (("NOTIFIER_SMS_PROVIDER",), "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set"),
+    ],
+)  # fmt: skip
+def test_worker_without_a_provider_refuses_to_start_and_sends_nothing(
+    db: psycopg.Connection[Any], base_env: dict[str, str], unset: tuple[str, ...], named: str
+) -> None:
+    """No configuration makes a job `sent` without a provider call: console is opt-in."""
+    ids = seed.add_recipient(db)
+    job_id = enqueue(db, ids["recipient"])
+    no_provider = {k: v for k, v in base_env.items() if k not in unset}
+    poller_burst(no_provider)  # the poller sends nothing and needs no provider keys
+    done = subprocess.run(
+        worker_command("--burst"), env=no_provider, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    (line,) = done.stderr.strip().splitlines()
+    assert named in line
+    assert seed.job(db, job_id)["status"] == "queued"
+
+
+def test_partial_twilio_credentials_stop_the_worker_naming_the_missing_one(
+    base_env: dict[str, str],
+) -> None:
+    partial = {k: v for k, v in base_env.items() if k != "NOTIFIER_SMS_PROVIDER"}
+    partial["TWILIO_ACCOUNT_SID"] = ACCOUNT_SID
+    done = subprocess.run(
+        worker_command("--burst"), env=partial, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "TWILIO_AUTH_TOKEN is not set (TWILIO_ACCOUNT_SID is set)" in done.stderr
 
 
 def test_two_pollers_claim_each_job_once(

@@ -92,6 +92,7 @@ def test_rolling_restart_under_load_loses_and_duplicates_nothing(
     tmp_path: Path,
 ) -> None:
     env = base_env | {
+        "NOTIFIER_EMAIL_PROVIDER": "sendgrid",
         "SENDGRID_API_KEY": "SG.test-key", "SENDGRID_API_BASE": sendgrid.base_url,
         "EMAIL_FROM": "notifications@example.com",
         "NOTIFIER_RQ_JOB_SIZE": "10", "NOTIFIER_SEND_CONCURRENCY": "4",

@@ -10,10 +10,16 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from notifier.schema import migrate as migrations
 from notifier.store import JobStore
 from tests.integration.seed import add_recipient
+
+# Valid calls that leave the rest to the defaults (an immediate email needs a body).
+ENQUEUE_FOR_RECIPIENT = """select enqueue_notification_job(%s, null, null, p_content => '{"body": "hi"}')"""
+ENQUEUE_WITH_GROUP = """select enqueue_notification_job(%s, %s, null, p_content => '{"body": "hi"}')"""
+
 
 SEED_CALL = (
     "SELECT enqueue_notification_job('{recipient}'::uuid, '{group}'::uuid, {memory}, "
@@ -70,6 +76,15 @@ def test_seed_call_resolves_to_exactly_one_function(db: psycopg.Connection[Any])
     ("change", "message"),
     [
         ({"method": "'fax'"}, "unknown delivery_method 'fax'"),
+        ({"method": "'push'"}, "^delivery method push is not supported\n"),
+        ({"content": "'{}'::jsonb"},
+         "^template email/immediate.html needs 'content.body', which the job does not have\n"),
+        ({"content": """'{"subject": "x", "body": "  "}'::jsonb"""}, "needs 'content.body'"),
+        ({"content": """'{"body": null}'::jsonb"""}, "needs 'content.body'"),
+        ({"type": "'milestone'", "content": """'{"subject": "x"}'::jsonb"""},
+         "^template email/milestone.html needs 'content.body'"),
+        ({"method": "'sms'", "content": """'{"subject": "x"}'::jsonb"""},
+         "^template sms/immediate.txt needs 'content.body'"),
         ({"type": "'weekly'"}, "unknown notification_type 'weekly'"),
         ({"urgency": "'asap'"}, "unknown urgency_level 'asap'"),
         ({"delay": "-5"}, "schedule_delay_minutes must be zero or positive, got -5"),
@@ -102,17 +117,38 @@ def test_enqueue_rejects_bad_input_with_a_specific_error(
         )
 
 
+@pytest.mark.parametrize(
+    ("kind", "method", "content"),
+    [
+        ("immediate", "email", {"body": "hi"}),
+        ("milestone", "whatsapp", {"body": "One year old"}),
+        ("immediate", "sms", {"body": 42}),  # not a string: the templates print it
+        ("digest", "email", {"subject": "a digest item needs no body"}),
+        ("digest", "email", {"items": []}),
+    ],
+)
+def test_enqueue_still_accepts_what_the_worker_can_deliver(
+    db: psycopg.Connection[Any], kind: str, method: str, content: dict[str, Any]
+) -> None:
+    ids = add_recipient(db)
+    row = db.execute(
+        "select enqueue_notification_job(%s, %s, null, %s, 'normal', %s, %s, 0) as id",
+        (ids["recipient"], ids["group"], kind, method, Jsonb(content)),
+    ).fetchone()
+    assert row is not None and row["id"] is not None
+
+
 def test_enqueue_rejects_inactive_recipient(db: psycopg.Connection[Any]) -> None:
     ids = add_recipient(db, is_active=False)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="is inactive"):
-        db.execute("select enqueue_notification_job(%s, null, null)", (ids["recipient"],))
+        db.execute(ENQUEUE_FOR_RECIPIENT, (ids["recipient"],))
 
 
 def test_enqueue_rejects_group_of_another_owner(db: psycopg.Connection[Any]) -> None:
     mine, theirs = add_recipient(db), add_recipient(db, name="Bo")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="belong to different owners"):
         db.execute(
-            "select enqueue_notification_job(%s, %s, null)", (mine["recipient"], theirs["group"])
+            ENQUEUE_WITH_GROUP, (mine["recipient"], theirs["group"])
         )
 
 
@@ -132,7 +168,7 @@ def test_owner_reads_own_jobs_and_nobody_else_does(db: psycopg.Connection[Any]) 
     mine, theirs = add_recipient(db), add_recipient(db, name="Bo")
     for ids in (mine, theirs):
         db.execute(
-            "select enqueue_notification_job(%s, %s, null)", (ids["recipient"], ids["group"])
+            ENQUEUE_WITH_GROUP, (ids["recipient"], ids["group"])
         )
     db.execute(
         "insert into notification_preferences_cache (recipient_id, is_muted) values (%s, false)",
@@ -176,17 +212,17 @@ def test_authenticated_user_cannot_enqueue_for_someone_elses_recipient(
 ) -> None:
     mine, theirs = add_recipient(db), add_recipient(db, name="Bo")
     with as_role(db, "authenticated", mine["owner"]):
-        own = db.execute("select enqueue_notification_job(%s, null, null)", (mine["recipient"],))
+        own = db.execute(ENQUEUE_FOR_RECIPIENT, (mine["recipient"],))
         assert own.fetchone() is not None
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="does not belong"):
-            db.execute("select enqueue_notification_job(%s, null, null)", (theirs["recipient"],))
+            db.execute(ENQUEUE_FOR_RECIPIENT, (theirs["recipient"],))
 
 
 def test_owner_cancels_own_pending_job_only(db: psycopg.Connection[Any]) -> None:
     mine, theirs = add_recipient(db), add_recipient(db, name="Bo")
     jobs = {
         name: db.execute(
-            "select enqueue_notification_job(%s, null, null) as id", (ids["recipient"],)
+            ENQUEUE_FOR_RECIPIENT + " as id", (ids["recipient"],)
         ).fetchone()["id"]  # type: ignore[index]
         for name, ids in (("mine", mine), ("theirs", theirs))
     }
@@ -238,7 +274,7 @@ def test_a_role_that_inherits_authenticated_is_still_an_end_user(
         as_role(db, "premium_user", mine["owner"]),
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
-        db.execute("select enqueue_notification_job(%s, null, null)", (theirs["recipient"],))
+        db.execute(ENQUEUE_FOR_RECIPIENT, (theirs["recipient"],))
 
 
 def test_owner_cannot_point_a_digest_schedule_at_another_owners_group(

@@ -34,12 +34,68 @@ def test_unknown_choice_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> N
         load_settings()
 
 
-def test_providers_default_to_console_without_credentials() -> None:
+def test_no_provider_without_credentials_or_a_choice() -> None:
     settings = load_settings()
-    assert (settings.resolved_email_provider, settings.resolved_sms_provider) == (
-        "console",
-        "console",
+    assert (settings.resolved_email_provider, settings.resolved_sms_provider) == (None, None)
+
+
+def test_a_worker_without_provider_credentials_is_refused_naming_the_variables() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings().require_providers()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "SENDGRID_API_KEY is not set: set it (with EMAIL_FROM), or NOTIFIER_EMAIL_PROVIDER=console"
+        " to print emails instead of sending them"
     )
+    assert "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set" in message
+    assert "NOTIFIER_SMS_PROVIDER=console" in message
+
+
+def test_a_missing_sms_provider_alone_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFIER_EMAIL_PROVIDER", "console")
+    with pytest.raises(ConfigError, match=r"^TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set"):
+        load_settings().require_providers()
+
+
+def test_console_only_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFIER_EMAIL_PROVIDER", "console")
+    monkeypatch.setenv("NOTIFIER_SMS_PROVIDER", "console")
+    assert load_settings().require_providers() == ("console", "console")
+
+
+def test_partial_twilio_credentials_name_the_missing_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC1")
+    with pytest.raises(ConfigError, match=r"^TWILIO_AUTH_TOKEN is not set \(TWILIO_ACCOUNT_SID is"):
+        load_settings()
+
+
+def test_commands_that_do_not_send_need_no_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db/app")
+    settings = load_settings()  # what migrate, status, web, poller, pause... load
+    assert settings.require_database_url() == "postgresql://db/app"
+
+
+def test_the_worker_settings_module_refuses_to_start_without_providers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db/app")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.delitem(sys.modules, "notifier.rq_settings", raising=False)
+    with pytest.raises(SystemExit, match=r"^notifier: SENDGRID_API_KEY is not set"):
+        importlib.import_module("notifier.rq_settings")
+    monkeypatch.delitem(sys.modules, "notifier.rq_settings", raising=False)
+
+
+def test_building_providers_refuses_a_channel_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from notifier.providers.registry import build_providers
+
+    monkeypatch.setenv("NOTIFIER_SMS_PROVIDER", "console")
+    with pytest.raises(ConfigError, match=r"^SENDGRID_API_KEY is not set"):
+        build_providers(load_settings())
 
 
 def test_sendgrid_key_selects_sendgrid_and_requires_a_sender(

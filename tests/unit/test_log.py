@@ -71,6 +71,8 @@ def test_the_rq_worker_config_quiets_the_same_sdk_loggers(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1:1/db")
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("NOTIFIER_EMAIL_PROVIDER", "console")
+    monkeypatch.setenv("NOTIFIER_SMS_PROVIDER", "console")
     sys.modules.pop("notifier.rq_settings", None)
     try:
         rq_settings = importlib.import_module("notifier.rq_settings")
