@@ -9,12 +9,28 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from notifier.providers.http import quiet_sdk_loggers
-
 _FIELDS = "notifier_fields"
+
+# SDK loggers held above DEBUG whatever LOG_LEVEL says: python_http_client (SendGrid's HTTP
+# layer) logs request headers, API key included, at DEBUG; twilio logs ~10 lines per request
+# at INFO. The one table, applied by `quiet_sdk_loggers` and by the RQ worker's DICT_CONFIG.
+QUIET_SDK_LOGGERS: Mapping[str, str] = {"python_http_client": "INFO", "twilio": "WARNING"}
+
+
+def quiet_sdk_loggers(*, override: bool = False) -> None:
+    """Raise each SDK logger to its level in `QUIET_SDK_LOGGERS`.
+
+    Providers call it when built (`override=False`: a level someone set on purpose stays);
+    `notifier.log.configure` overrides, as it owns the process's logging.
+    """
+    for name, level in QUIET_SDK_LOGGERS.items():
+        logger = logging.getLogger(name)
+        if override or logger.level == logging.NOTSET:
+            logger.setLevel(level)
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, /, **fields: Any) -> None:

@@ -11,8 +11,8 @@ import sys
 
 from notifier.config import load_settings
 from notifier.errors import ConfigError
+from notifier.log import QUIET_SDK_LOGGERS
 from notifier.pipeline.queues import QUEUE_NAMES
-from notifier.providers.http import QUIET_SDK_LOGGERS
 
 try:
     _settings = load_settings()

@@ -1,12 +1,11 @@
 """What every HTTP provider needs the same way: reading headers, naming a status, keeping
 secrets out of errors, and keeping the SDKs' own loggers quiet.
 
-Kept free of any SDK import, so `notifier.log` can use the logger table without loading one.
+The SDKs' loggers are quietened by the one table in `notifier.log` (`quiet_sdk_loggers`).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -16,24 +15,6 @@ from typing import TypeVar
 from notifier.errors import DeliveryError
 
 E = TypeVar("E", bound=DeliveryError)
-
-# SDK loggers held above DEBUG whatever LOG_LEVEL says: python_http_client (SendGrid's HTTP
-# layer) logs request headers, API key included, at DEBUG; twilio logs ~10 lines per request
-# at INFO. The one table, applied by `quiet_sdk_loggers` and by the RQ worker's DICT_CONFIG.
-QUIET_SDK_LOGGERS: Mapping[str, str] = {"python_http_client": "INFO", "twilio": "WARNING"}
-
-
-def quiet_sdk_loggers(*, override: bool = False) -> None:
-    """Raise each SDK logger to its level in `QUIET_SDK_LOGGERS`.
-
-    Providers call it when built (`override=False`: a level someone set on purpose stays);
-    `notifier.log.configure` overrides, as it owns the process's logging.
-    """
-    for name, level in QUIET_SDK_LOGGERS.items():
-        logger = logging.getLogger(name)
-        if override or logger.level == logging.NOTSET:
-            logger.setLevel(level)
-
 
 def retry_after_seconds(
     headers: Mapping[str, str] | None, *, now: float | None = None

@@ -33,14 +33,9 @@ from notifier.errors import (
     TransientDeliveryError,
     UnknownOutcomeError,
 )
+from notifier.log import quiet_sdk_loggers
 from notifier.providers.base import EmailMessage, Message, ProviderReceipt
-from notifier.providers.http import (
-    header,
-    quiet_sdk_loggers,
-    redacted,
-    retry_after_seconds,
-    status_phrase,
-)
+from notifier.providers.http import header, redacted, retry_after_seconds, status_phrase
 
 # 429 and 5xx gateway/overload answers say nothing about the message itself.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

@@ -27,9 +27,10 @@ from notifier.errors import (
     TransientDeliveryError,
     UnknownOutcomeError,
 )
+from notifier.log import quiet_sdk_loggers
 from notifier.providers.addresses import is_e164
 from notifier.providers.base import Message, ProviderReceipt, TextMessage
-from notifier.providers.http import quiet_sdk_loggers, redacted, retry_after_seconds, status_phrase
+from notifier.providers.http import redacted, retry_after_seconds, status_phrase
 
 MAX_BODY_CHARS = 1600
 BODY_TOO_LONG_CODE = 21617  # Twilio's own code for "concatenated body exceeds 1600 characters"

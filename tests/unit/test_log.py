@@ -10,8 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from notifier.log import JsonFormatter, TextFormatter, configure, event
-from notifier.providers.http import QUIET_SDK_LOGGERS
+from notifier.log import QUIET_SDK_LOGGERS, JsonFormatter, TextFormatter, configure, event
 
 
 def record_for(event_name: str, /, **fields: object) -> logging.LogRecord:
