@@ -9,14 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from notifier.errors import PermanentDeliveryError, TransientDeliveryError
-from notifier.providers.http import (
-    QUIET_SDK_LOGGERS,
-    header,
-    quiet_sdk_loggers,
-    redacted,
-    retry_after_seconds,
-    status_phrase,
-)
+from notifier.log import QUIET_SDK_LOGGERS, quiet_sdk_loggers
+from notifier.providers.http import header, redacted, retry_after_seconds, status_phrase
 
 
 @pytest.mark.parametrize(
