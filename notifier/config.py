@@ -187,26 +187,33 @@ class Settings(BaseSettings):
             return self.sms_provider
         return "twilio" if self.twilio_account_sid or self.twilio_auth_token else None
 
-    def require_providers(self) -> tuple[EmailProviderName, SmsProviderName]:
-        """The email and SMS providers a worker sends with; a `ConfigError` (one line naming
-        the variables) when a channel has none. Only processes that send call this, so
-        `migrate`, `status`, `web` and the others run without provider credentials."""
-        email, sms = self.resolved_email_provider, self.resolved_sms_provider
-        missing = []
-        if email is None:
-            missing.append(
+    def missing_providers(self) -> dict[str, str]:
+        """Each channel (`email`, `sms`: SMS and WhatsApp) that has no provider, with one line
+        saying how to give it one. Console is never the fallback: a worker that printed
+        messages would record them as sent."""
+        missing = {}
+        if self.resolved_email_provider is None:
+            missing["email"] = (
                 "SENDGRID_API_KEY is not set: set it (with EMAIL_FROM), or "
                 "NOTIFIER_EMAIL_PROVIDER=console to print emails instead of sending them"
             )
-        if sms is None:
-            missing.append(
+        if self.resolved_sms_provider is None:
+            missing["sms"] = (
                 "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set: set them (with "
                 "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID), or "
                 "NOTIFIER_SMS_PROVIDER=console to print text messages instead of sending them"
             )
-        if email is None or sms is None:
-            raise ConfigError("; ".join(missing))
-        return email, sms
+        return missing
+
+    def require_providers(self) -> tuple[EmailProviderName | None, SmsProviderName | None]:
+        """The email and SMS providers a worker sends with (None: that channel has none, and
+        its jobs fail with a readable reason). A `ConfigError` naming the variables when no
+        channel has one: such a worker could send nothing. Only processes that send call
+        this, so `migrate`, `status`, `web` and the others run without provider credentials."""
+        missing = self.missing_providers()
+        if len(missing) == 2:
+            raise ConfigError("; ".join(missing.values()))
+        return self.resolved_email_provider, self.resolved_sms_provider
 
     def require_database_url(self) -> str:
         if self.database_url is None or not self.database_url.get_secret_value():

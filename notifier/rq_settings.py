@@ -18,10 +18,13 @@ try:
     _settings = load_settings()
     _settings.require_database_url()
     REDIS_URL = _settings.require_redis_url()
-    # A worker sends: without a provider for a channel it must not start (console is opt-in).
+    # A worker sends: with no provider at all it must not start (console is opt-in); a
+    # channel without one is named here, and its jobs fail with the same words.
     _settings.require_providers()
 except ConfigError as _error:
     sys.exit(f"notifier: {_error}")
+for _channel, _how_to_fix in _settings.missing_providers().items():
+    print(f"notifier: {_channel} jobs will fail: {_how_to_fix}", file=sys.stderr)
 
 QUEUES = list(QUEUE_NAMES)
 _FORMATTERS = {"json": "JsonFormatter", "text": "TextFormatter"}

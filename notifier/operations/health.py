@@ -150,6 +150,12 @@ def health_body(obs: Observation, settings: Settings) -> tuple[int, dict[str, An
             "connected": obs.database.ok,
             "endpoint": obs.database_endpoint,
         },
+        # Which provider serves each channel; null: its jobs fail ("no … provider").
+        "providers": {
+            "email": settings.resolved_email_provider,
+            "sms": settings.resolved_sms_provider,
+            "whatsapp": settings.resolved_sms_provider,
+        },
         "checks": checks,
         "timestamp": obs.at.isoformat(),
     }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from notifier.config import Settings
-from notifier.providers.base import Provider
+from notifier.errors import PermanentDeliveryError
+from notifier.providers.base import Message, Provider, ProviderReceipt
 from notifier.providers.console import ConsoleProvider
 from notifier.providers.sendgrid import SendGridProvider
 from notifier.providers.twilio import TwilioProvider
@@ -20,14 +21,34 @@ def guarded_by_breaker(name: str) -> bool:
     return name in BREAKER_GUARDED
 
 
+class UnconfiguredChannel:
+    """Stands in for a channel's missing provider: every job on it fails, readably, without a
+    request, instead of being 'sent' nowhere (see `Settings.missing_providers`)."""
+
+    guarded_by_breaker = False
+
+    def __init__(self, channel: str, how_to_fix: str) -> None:
+        self.name = f"no {channel} provider"
+        self._reason = f"no {channel} provider is configured: {how_to_fix}"
+
+    def send(self, message: Message) -> ProviderReceipt:
+        raise PermanentDeliveryError(self._reason, code="NO_PROVIDER")
+
+
 def build_providers(settings: Settings) -> dict[str, Provider]:
     """Map each delivery method (email, sms, whatsapp) to its provider; push has none.
 
-    Raises `ConfigError` when a channel has no provider (see `Settings.require_providers`)."""
+    A channel without a provider gets an `UnconfiguredChannel`; `ConfigError` when no channel
+    has one (see `Settings.require_providers`)."""
     email_name, sms_name = settings.require_providers()
+    missing = settings.missing_providers()
     console = ConsoleProvider(outbox_dir=settings.outbox_dir)
-    email: Provider = console
-    text: Provider = console
+    email: Provider = console if email_name == "console" else UnconfiguredChannel(
+        "email", missing.get("email", "")
+    )
+    text: Provider = console if sms_name == "console" else UnconfiguredChannel(
+        "SMS", missing.get("sms", "")
+    )
     if email_name == "sendgrid":
         assert settings.sendgrid_api_key is not None and settings.email_from is not None
         email = SendGridProvider(

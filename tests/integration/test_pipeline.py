@@ -124,20 +124,13 @@ def test_bad_config_names_the_variable_at_worker_start(env: dict[str, str]) -> N
     assert "REDIS_URL is not set" in done.stderr
 
 
-@pytest.mark.parametrize(
-    ("unset", "named"),
-    [
-        (("NOTIFIER_EMAIL_PROVIDER",), "SENDGRID_API_KEY is not set: set it (with EMAIL_FROM), or "
-         "NOTIFIER_EMAIL_PROVIDER=console to print emails instead of sending them"),
-        (("NOTIFIER_SMS_PROVIDER",), "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set"),
-    ],
-)  # fmt: skip
-def test_worker_without_a_provider_refuses_to_start_and_sends_nothing(
-    db: psycopg.Connection[Any], base_env: dict[str, str], unset: tuple[str, ...], named: str
+def test_worker_without_any_provider_refuses_to_start_and_sends_nothing(
+    db: psycopg.Connection[Any], base_env: dict[str, str]
 ) -> None:
     """No configuration makes a job `sent` without a provider call: console is opt-in."""
     ids = seed.add_recipient(db)
     job_id = enqueue(db, ids["recipient"])
+    unset = ("NOTIFIER_EMAIL_PROVIDER", "NOTIFIER_SMS_PROVIDER")
     no_provider = {k: v for k, v in base_env.items() if k not in unset}
     poller_burst(no_provider)  # the poller sends nothing and needs no provider keys
     done = subprocess.run(
@@ -145,8 +138,29 @@ def test_worker_without_a_provider_refuses_to_start_and_sends_nothing(
     )
     assert done.returncode != 0
     (line,) = done.stderr.strip().splitlines()
-    assert named in line
+    assert "SENDGRID_API_KEY is not set: set it (with EMAIL_FROM), or " in line
+    assert "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set" in line
     assert seed.job(db, job_id)["status"] == "queued"
+
+
+def test_a_channel_without_a_provider_fails_its_jobs_readably_and_the_others_are_sent(
+    db: psycopg.Connection[Any], env: dict[str, str], sendgrid: SendGridLoopback,
+    twilio: TwilioLoopback,
+) -> None:
+    ids = seed.add_recipient(db)
+    email_only = {
+        k: v for k, v in env.items() if not k.startswith("TWILIO_") and k != "NOTIFIER_SMS_PROVIDER"
+    }
+    email_job = enqueue(db, ids["recipient"])
+    sms_job = enqueue(db, ids["recipient"], "sms")
+    poller_burst(email_only)
+    done = worker_burst(email_only, simple=True)
+    assert "notifier: sms jobs will fail: TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN" in done.stderr
+    assert seed.job(db, email_job)["status"] == "sent"
+    failed = seed.job(db, sms_job)
+    assert failed["status"] == "failed"
+    assert failed["failure_reason"].startswith("no SMS provider is configured: TWILIO_ACCOUNT_SID")
+    assert len(sendgrid.requests) == 1 and twilio.requests == []
 
 
 def test_partial_twilio_credentials_stop_the_worker_naming_the_missing_one(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from notifier.config import load_settings, mask_url
-from notifier.errors import ConfigError
+from notifier.errors import ConfigError, PermanentDeliveryError
+from notifier.providers.base import TextMessage
+from notifier.providers.registry import build_providers
 
 
 @pytest.fixture(autouse=True)
@@ -52,10 +54,23 @@ def test_a_worker_without_provider_credentials_is_refused_naming_the_variables()
     assert "NOTIFIER_SMS_PROVIDER=console" in message
 
 
-def test_a_missing_sms_provider_alone_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_channel_without_a_provider_fails_its_jobs_readably_instead_of_sending_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("NOTIFIER_EMAIL_PROVIDER", "console")
-    with pytest.raises(ConfigError, match=r"^TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set"):
-        load_settings().require_providers()
+    settings = load_settings()
+    assert settings.require_providers() == ("console", None)
+    assert list(settings.missing_providers()) == ["sms"]
+    providers = build_providers(settings)
+    assert providers["email"].name == "console"
+    for channel in ("sms", "whatsapp"):
+        with pytest.raises(PermanentDeliveryError) as failed:
+            providers[channel].send(TextMessage(job_id="j1", to="+15551234567", body="hi"))
+        assert failed.value.code == "NO_PROVIDER"
+        assert failed.value.message.startswith(
+            "no SMS provider is configured: TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set"
+        )
+        assert not providers[channel].guarded_by_breaker
 
 
 def test_console_only_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,11 +105,8 @@ def test_the_worker_settings_module_refuses_to_start_without_providers(
     monkeypatch.delitem(sys.modules, "notifier.rq_settings", raising=False)
 
 
-def test_building_providers_refuses_a_channel_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    from notifier.providers.registry import build_providers
-
-    monkeypatch.setenv("NOTIFIER_SMS_PROVIDER", "console")
-    with pytest.raises(ConfigError, match=r"^SENDGRID_API_KEY is not set"):
+def test_building_providers_refuses_when_no_channel_has_one() -> None:
+    with pytest.raises(ConfigError, match=r"^SENDGRID_API_KEY is not set.*; TWILIO_ACCOUNT_SID"):
         build_providers(load_settings())
 
 
