@@ -108,7 +108,7 @@ def base_env(database_url: str, redis_url: str, tmp_path: Path) -> dict[str, str
     env.update(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
-        # Console only because it is asked for: without a provider a worker refuses to start.
+        # Console only because it is asked for: it is never a fallback.
         NOTIFIER_EMAIL_PROVIDER="console",
         NOTIFIER_SMS_PROVIDER="console",
         NOTIFIER_OUTBOX_DIR=str(tmp_path / "outbox"),
