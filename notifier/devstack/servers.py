@@ -153,12 +153,15 @@ class _LocalServer:
                     if self.requested_port or not lost_race or attempt == PORT_ATTEMPTS:
                         raise
         except BaseException:
-            self.stop()
+            self.stop(wait_for_removal=True)  # small: nothing was ever stored in it
             raise
         return self
 
-    def stop(self) -> None:
-        """Stop the server and delete its directory; safe to call twice or after a failed start."""
+    def stop(self, *, wait_for_removal: bool = False) -> None:
+        """Stop the server and delete its directory; safe to call twice or after a failed start.
+
+        The directory is gone at once; its files are removed in the background unless
+        `wait_for_removal` (see `_remove_in_background`)."""
         atexit.unregister(self.stop)
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(self.stop_signal)
@@ -172,7 +175,10 @@ class _LocalServer:
             self._log.close()
             self._log = None
         if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            if wait_for_removal:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            else:
+                _remove_in_background(self.dir)
             self.dir = None
 
     @property
@@ -353,3 +359,26 @@ class LocalRedis(_LocalServer):
 
     def _url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _remove_in_background(directory: Path) -> None:
+    """Delete a stopped server's directory without waiting: a test session's PostgreSQL holds
+    hundreds of databases (several hundred thousand files), whose removal can take minutes on a
+    loaded machine. The directory is renamed away at once (so it is gone for any caller), and
+    `rm` runs detached on the renamed one and may outlive us."""
+    doomed = directory.with_name(f"{directory.name}.removing")
+    try:
+        os.rename(directory, doomed)
+    except OSError:
+        shutil.rmtree(doomed, ignore_errors=True)
+        return
+    try:
+        subprocess.Popen(
+            ["rm", "-rf", "--", str(doomed)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:
+        shutil.rmtree(doomed, ignore_errors=True)
