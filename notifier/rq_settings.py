@@ -10,17 +10,19 @@ from __future__ import annotations
 import sys
 
 from notifier.config import load_settings
-from notifier.errors import ConfigError
+from notifier.errors import ConfigError, StoreAuthError, StoreFunctionMissingError
 from notifier.pipeline.queues import QUEUE_NAMES
 from notifier.providers.http import QUIET_SDK_LOGGERS
+from notifier.store.backend import check_backend
 
 try:
     _settings = load_settings()
-    _settings.require_database_url()
     REDIS_URL = _settings.require_redis_url()
     # A worker sends: without a provider for a channel it must not start (console is opt-in).
     _settings.require_providers()
-except ConfigError as _error:
+    # DATABASE_URL, or the Supabase REST API with a key it accepts and notifier's functions.
+    check_backend(_settings)
+except (ConfigError, StoreAuthError, StoreFunctionMissingError) as _error:
     sys.exit(f"notifier: {_error}")
 
 QUEUES = list(QUEUE_NAMES)
