@@ -236,8 +236,8 @@ class Settings(BaseSettings):
         backend = self.resolved_backend
         if backend is None:
             raise ConfigError(
-                "no database configured: set DATABASE_URL (direct PostgreSQL), or "
-                "SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY (the Supabase REST API)"
+                "DATABASE_URL is not set, nor SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY: set "
+                "DATABASE_URL (direct PostgreSQL), or both Supabase variables (the REST API)"
             )
         if backend == "postgres":
             self.require_database_url()

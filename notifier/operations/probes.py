@@ -25,7 +25,7 @@ from notifier.config import Settings
 from notifier.operations.redis_state import RedisState, probe_client, read_redis_state
 from notifier.providers.registry import guarded_by_breaker
 from notifier.redaction import plain
-from notifier.store.backend import short_caller
+from notifier.store.backend import preload, short_caller
 from notifier.store.base import FunctionCaller
 
 T = TypeVar("T")
@@ -160,6 +160,7 @@ def database_task(
     its own."""
     if settings.resolved_backend is None:
         return None
+    preload(settings)  # outside the probe's deadline
 
     def probe() -> T:
         with short_caller(

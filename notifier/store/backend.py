@@ -99,6 +99,13 @@ def short_caller(
         caller.close()
 
 
+def preload(settings: Settings) -> None:
+    """Import the REST client (supabase-py takes about a second the first time) before a
+    probe with a sub-second deadline needs it."""
+    if settings.resolved_backend == "supabase":
+        import notifier.store.rest  # noqa: F401
+
+
 def endpoint(settings: Settings) -> str | None:
     """Where the backend is, for health and status output (never a password)."""
     from notifier.redaction import endpoint as url_endpoint

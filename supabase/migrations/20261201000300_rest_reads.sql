@@ -5,8 +5,9 @@
 -- notifier_read_snapshot is what /health, /metrics, `notifier status` and `notifier pause
 -- --wait` read: the backlog always, and the other parts when asked for, in one statement (one
 -- snapshot, one now()). Each part is the query notifier/store/queries.sql used to hold, turned
--- into a jsonb array of rows. It answers one row with one jsonb column, so psycopg and
--- PostgREST both give `[{"snapshot": {...}}]`.
+-- into a jsonb array of rows. It answers one row of two columns (a table, not a scalar: a bare
+-- jsonb would read as a composite over PostgREST), so psycopg and PostgREST both give
+-- `[{"snapshot": {...}, "read_at": ...}]`.
 -- Every part is bounded by an index except job_counts (p_overview), which `notifier status`
 -- alone asks for.
 create or replace function notifier_read_snapshot(
@@ -16,7 +17,7 @@ create or replace function notifier_read_snapshot(
   p_top_reasons integer default 10,
   p_latency_bounds jsonb default '[]',
   p_duration_bounds jsonb default '[]'
-) returns table (snapshot jsonb)
+) returns table (snapshot jsonb, read_at timestamptz)
 language plpgsql stable security definer set search_path = public, pg_temp as $$
 declare
   v_result jsonb;
@@ -130,7 +131,7 @@ begin
             from delivered) q));
   end if;
 
-  return query select v_result;
+  return query select v_result, now();
 end
 $$;
 
