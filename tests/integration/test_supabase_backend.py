@@ -367,6 +367,8 @@ def test_operator_commands_work_over_rest(
     retried = notifier(rest_env, "retry", "--failed", "--dry-run")
     assert retried.returncode == 0 and "would retry 0" in retried.stdout
     assert notifier(rest_env, "cleanup").returncode == 0
+    digests = notifier(rest_env, "scheduler", "--burst")
+    assert digests.returncode == 0 and "digest_pass_done" in digests.stderr, digests.stderr
     assert statuses(db) == {"pending": 1, "cancelled": 1}
     assert direct_connections(db) == []
     for args in (("migrate",), ("handback",), ("export", "--out", "-"), ("adopt", "--dry-run")):
