@@ -251,7 +251,8 @@ def adopt(
         if found
         else bullmq.LuaRemover(old_queue)
     )
-    store = build_store(settings, pool_size=1)
+    # A session on DATABASE_URL, even where NOTIFIER_BACKEND=supabase serves the other processes.
+    store = build_store(settings.model_copy(update={"backend": "postgres"}), pool_size=1)
     try:
         report = adoption.adopt(store, old_queue, remover, dry_run=dry_run)
         click.echo(report.render())
@@ -299,7 +300,8 @@ def handback(timeout: float) -> None:
 
     settings = _settings()
     _session_url(settings, "handback", _SESSION + " for this command")
-    store = build_store(settings, pool_size=1)
+    # A session on DATABASE_URL, even where NOTIFIER_BACKEND=supabase serves the other processes.
+    store = build_store(settings.model_copy(update={"backend": "postgres"}), pool_size=1)
     try:
         report = hand_back(store, unknown_outcome=settings.unknown_outcome, timeout=timeout)
     except psycopg.Error as error:
