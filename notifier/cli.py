@@ -8,11 +8,15 @@ import sys
 import click
 
 from notifier import __version__
-from notifier.cli_common import database_url_or_exit as _database_url
 from notifier.cli_common import fail as _fail
+from notifier.cli_common import session_url_or_exit as _session_url
 from notifier.cli_common import settings_or_exit as _settings
 from notifier.config import mask_url
-from notifier.errors import ConfigError, NotifierError
+from notifier.errors import ConfigError, NotifierError, StoreError
+
+# What each command that needs a session says to do instead on the REST backend.
+_SESSION = "set it to the database's direct or session-pooler (port 5432) connection string"
+_MIGRATE_INSTEAD = "apply supabase/migrations with `supabase db push`, or " + _SESSION
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,7 +55,7 @@ def migrate(dry_run: bool, check: bool) -> None:
 
     from notifier.schema import migrate as migrations
 
-    url = _database_url(_settings())
+    url = _session_url(_settings(), "migrate", _MIGRATE_INSTEAD)
     if not migrations.discover():
         _fail(
             f"no migration files in {migrations.MIGRATIONS_DIR}: this installation is incomplete "
@@ -111,6 +115,8 @@ def poller(burst: bool) -> None:
         runner = build_poller(settings, stopping=stopping)
     except ConfigError as error:
         _fail(str(error))
+    except StoreError as error:  # a refused key, missing migrations
+        _fail(str(error), 1, settings)
     try:
         runner.run(burst=burst)
     finally:
@@ -133,8 +139,12 @@ def scheduler(burst: bool) -> None:
     from notifier.pipeline.runtime import build_store
 
     settings = _settings()
-    _database_url(settings)
-    store = build_store(settings, pool_size=1)
+    try:
+        store = build_store(settings, pool_size=1, check=True)
+    except ConfigError as error:
+        _fail(str(error))
+    except StoreError as error:  # a refused key, missing migrations
+        _fail(str(error), 1, settings)
     runner = DigestScheduler(store, settings.digest_interval)
     runner.install_signal_handlers()
     try:
@@ -220,7 +230,7 @@ def adopt(
     from notifier.pipeline.runtime import build_store
 
     settings = _settings()
-    _database_url(settings)
+    _session_url(settings, "adopt", _SESSION + " for this command")
     try:
         url = bullmq_url or settings.require_redis_url()
     except ConfigError as error:
@@ -241,7 +251,8 @@ def adopt(
         if found
         else bullmq.LuaRemover(old_queue)
     )
-    store = build_store(settings, pool_size=1)
+    # A session on DATABASE_URL, even where NOTIFIER_BACKEND=supabase serves the other processes.
+    store = build_store(settings.model_copy(update={"backend": "postgres"}), pool_size=1)
     try:
         report = adoption.adopt(store, old_queue, remover, dry_run=dry_run)
         click.echo(report.render())
@@ -288,8 +299,9 @@ def handback(timeout: float) -> None:
     from notifier.pipeline.runtime import build_store
 
     settings = _settings()
-    _database_url(settings)
-    store = build_store(settings, pool_size=1)
+    _session_url(settings, "handback", _SESSION + " for this command")
+    # A session on DATABASE_URL, even where NOTIFIER_BACKEND=supabase serves the other processes.
+    store = build_store(settings.model_copy(update={"backend": "postgres"}), pool_size=1)
     try:
         report = hand_back(store, unknown_outcome=settings.unknown_outcome, timeout=timeout)
     except psycopg.Error as error:

@@ -39,3 +39,15 @@ def database_url_or_exit(settings: Settings) -> str:
         return settings.require_database_url()
     except ConfigError as error:
         fail(str(error))
+
+
+def session_url_or_exit(settings: Settings, command: str, instead: str) -> str:
+    """DATABASE_URL for a command that needs a session on the database (migrations, adoption,
+    the export's cursor), which the Supabase REST API cannot give: one line saying so, and
+    what to do instead, when only SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are set."""
+    if settings.database_url is None and settings.resolved_backend == "supabase":
+        fail(
+            f"notifier {command} needs DATABASE_URL (a session on the database, which the "
+            f"Supabase REST API cannot give): {instead}"
+        )
+    return database_url_or_exit(settings)

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from notifier.errors import ConfigError
 
 EmailProviderName = Literal["sendgrid", "console"]
+BackendName = Literal["postgres", "supabase"]
 SmsProviderName = Literal["twilio", "console"]
 
 
@@ -34,6 +35,11 @@ class Settings(BaseSettings):
     supabase_service_role_key: SecretStr | None = Field(
         None, validation_alias=_env("SUPABASE_SERVICE_ROLE_KEY")
     )
+    # None: postgres when DATABASE_URL is set, else supabase when both Supabase keys are.
+    backend: BackendName | None = Field(None, validation_alias=_env("NOTIFIER_BACKEND"))
+    # Seconds one database call may take: the REST client's timeout (supabase-py's own default
+    # is 120 s), so a hung API is noticed and retried instead of holding a worker.
+    db_timeout: float = Field(30.0, gt=0, le=600, validation_alias=_env("NOTIFIER_DB_TIMEOUT"))
 
     email_provider: EmailProviderName | None = Field(
         None, validation_alias=_env("NOTIFIER_EMAIL_PROVIDER")
@@ -220,6 +226,44 @@ class Settings(BaseSettings):
             raise ConfigError("DATABASE_URL is not set")
         return self.database_url.get_secret_value()
 
+    @property
+    def resolved_backend(self) -> BackendName | None:
+        """NOTIFIER_BACKEND, else postgres when DATABASE_URL is set (direct Postgres wins when
+        both are), else supabase when SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are set."""
+        if self.backend:
+            return self.backend
+        if plain_secret(self.database_url):
+            return "postgres"
+        if self.supabase_url and plain_secret(self.supabase_service_role_key):
+            return "supabase"
+        return None
+
+    def require_backend(self) -> BackendName:
+        """The backend a process talks to; a `ConfigError` naming what is missing."""
+        backend = self.resolved_backend
+        if backend is None:
+            raise ConfigError(
+                "DATABASE_URL is not set, nor SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY: set "
+                "DATABASE_URL (direct PostgreSQL), or both Supabase variables (the REST API)"
+            )
+        if backend == "postgres":
+            self.require_database_url()
+        else:
+            self.require_supabase()
+        return backend
+
+    def require_supabase(self) -> tuple[str, str]:
+        """SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, for the REST backend."""
+        key = plain_secret(self.supabase_service_role_key)
+        given = (("SUPABASE_URL", self.supabase_url), ("SUPABASE_SERVICE_ROLE_KEY", key))
+        missing = [name for name, value in given if not value]
+        if missing:
+            raise ConfigError(
+                f"{' and '.join(missing)} not set (needed by NOTIFIER_BACKEND=supabase)"
+            )
+        assert self.supabase_url is not None and key is not None
+        return self.supabase_url, key
+
     def require_redis_url(self) -> str:
         if self.redis_url is None or not self.redis_url.get_secret_value():
             raise ConfigError("REDIS_URL is not set")
@@ -249,6 +293,11 @@ def _describe(exc: ValidationError) -> str:
         return message
     variable = str(error["loc"][0])
     return f"{variable} is malformed: {message}"
+
+
+def plain_secret(value: SecretStr | None) -> str | None:
+    """The secret's text, or None when unset or empty."""
+    return value.get_secret_value() or None if value is not None else None
 
 
 def mask_url(url: str) -> str:

@@ -84,3 +84,30 @@ class TemplateRenderError(PermanentDeliveryError):
 
     def __init__(self, message: str, *, code: str | None = "TEMPLATE_ERROR") -> None:
         super().__init__(message, code=code)
+
+
+class StoreError(NotifierError):
+    """The database (directly, or through the Supabase REST API) refused or failed a call.
+
+    `code` is PostgREST's or Postgres's own code (`PGRST202`, `P0001`, `503`) when one exists.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class StoreUnavailableError(StoreError):
+    """Transient: the REST API answered 503 (or 502/504/520), timed out, or could not be
+    reached. The poller, the scheduler and the workers back off and go on; nothing is lost,
+    since Postgres holds every job and leases bring claimed ones back."""
+
+
+class StoreAuthError(StoreError):
+    """The key was refused (401/403): no retry can help, so a process stops at start-up."""
+
+
+class StoreFunctionMissingError(StoreError):
+    """The function is not in the API's schema cache (404 PGRST202): a migration is missing,
+    or PostgREST has not reloaded its schema since it ran."""

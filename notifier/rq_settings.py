@@ -10,18 +10,20 @@ from __future__ import annotations
 import sys
 
 from notifier.config import load_settings
-from notifier.errors import ConfigError
+from notifier.errors import ConfigError, StoreAuthError, StoreFunctionMissingError
 from notifier.log import QUIET_SDK_LOGGERS
 from notifier.pipeline.queues import QUEUE_NAMES
+from notifier.store.backend import check_backend
 
 try:
     _settings = load_settings()
-    _settings.require_database_url()
     REDIS_URL = _settings.require_redis_url()
     # A worker sends: with no provider at all it must not start (console is opt-in); a
     # channel without one is named here, and its jobs fail with the same words.
     _settings.require_providers()
-except ConfigError as _error:
+    # DATABASE_URL, or the Supabase REST API with a key it accepts and notifier's functions.
+    check_backend(_settings)
+except (ConfigError, StoreAuthError, StoreFunctionMissingError) as _error:
     sys.exit(f"notifier: {_error}")
 for _channel, _how_to_fix in _settings.missing_providers().items():
     print(f"notifier: {_channel} jobs will fail: {_how_to_fix}", file=sys.stderr)

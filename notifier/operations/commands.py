@@ -19,11 +19,11 @@ from typing import IO, Any
 
 import click
 
-from notifier.cli_common import database_url_or_exit as _database_url
 from notifier.cli_common import fail as _fail
+from notifier.cli_common import session_url_or_exit as _session_url
 from notifier.cli_common import settings_or_exit as _settings
 from notifier.config import Settings
-from notifier.redaction import Redactor, endpoint, plain
+from notifier.redaction import Redactor
 from notifier.store.model import JobStatus
 
 
@@ -33,18 +33,27 @@ def _echo(settings: Settings, text: str, *, err: bool = False) -> None:
 
 @contextmanager
 def _database_errors(settings: Settings) -> Iterator[None]:
-    """A database error ends the command with exit code 1 and one readable line."""
+    """A database error ends the command with exit code 1 and one readable line; a missing
+    backend setting with exit code 2."""
     import psycopg
 
+    from notifier.errors import ConfigError, StoreError, StoreUnavailableError
     from notifier.operations.probes import describe_error
+    from notifier.store.backend import endpoint
 
-    where = endpoint(plain(settings.database_url))
+    where = endpoint(settings)
     try:
         yield
+    except ConfigError as error:
+        _fail(str(error), 2, settings)
     except psycopg.OperationalError as error:
         _fail(f"cannot reach PostgreSQL at {where}: {describe_error(error)}", 1, settings)
     except psycopg.Error as error:
         _fail(f"PostgreSQL at {where} refused: {describe_error(error)}", 1, settings)
+    except StoreUnavailableError as error:
+        _fail(f"cannot reach the Supabase REST API at {where}: {error}", 1, settings)
+    except StoreError as error:
+        _fail(f"the Supabase REST API at {where} refused: {error}", 1, settings)
 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -127,15 +136,15 @@ def pause(reason: str | None, wait: bool, timeout: float) -> None:
     from notifier.operations.ops import in_flight, open_store, operator, wait_for_drain
 
     settings = _settings()
-    with _database_errors(settings), open_store(_database_url(settings)) as (store, conn):
+    with _database_errors(settings), open_store(settings) as (store, reader):
         row = store.set_paused(True, by=operator(), reason=reason)
-        flight = in_flight(conn)
+        flight = in_flight(reader)
         _echo(settings, f"claiming paused since {row.get('paused_at')} by {row.get('paused_by')}")
         _echo(settings, f"in flight: {flight.queued} queued, {flight.processing} processing")
         if not wait:
             return
         last = wait_for_drain(
-            conn,
+            reader,
             timeout,
             on_tick=lambda f: click.echo(
                 f"waiting: {f.queued} queued, {f.processing} processing", err=True
@@ -161,7 +170,7 @@ def resume(force: bool) -> None:
     from notifier.operations.ops import open_store
 
     settings = _settings()
-    with _database_errors(settings), open_store(_database_url(settings)) as (store, _conn):
+    with _database_errors(settings), open_store(settings) as (store, _reader):
         if store.handed_back() and not force:
             _fail("the queue is handed back to the original worker (notifier handback); "
                   "run `notifier adopt` to take it over, or resume --force", 1)  # fmt: skip
@@ -210,7 +219,7 @@ def retry(
         raise click.UsageError("say what to retry: --failed (failed jobs) is the selection")
     settings = _settings()
     pattern = reason_pattern(reason_like) if reason_like else None
-    with _database_errors(settings), open_store(_database_url(settings)) as (store, _conn):
+    with _database_errors(settings), open_store(settings) as (store, _reader):
         count = store.retry_failed(since, pattern, dry_run, include_unknown)
     if dry_run:
         click.echo(f"would retry {count} failed job(s)")
@@ -231,7 +240,7 @@ def cancel(job_ids: tuple[Any, ...]) -> None:
     from notifier.operations.ops import cancel_jobs, open_store
 
     settings = _settings()
-    with _database_errors(settings), open_store(_database_url(settings)) as (store, _conn):
+    with _database_errors(settings), open_store(settings) as (store, _reader):
         outcomes = cancel_jobs(store, [str(job_id) for job_id in job_ids])
     for outcome in outcomes:
         click.echo(outcome.describe())
@@ -267,7 +276,9 @@ def export(out: str, statuses: tuple[str, ...], since: datetime | None, with_log
       notifier export --out - --since 24h | jq -r .status | sort | uniq -c
     """
     settings = _settings()
-    database_url = _database_url(settings)
+    database_url = _session_url(settings, "export", "the export streams through a server-side "
+                                "cursor; set it to the database's direct or session-pooler "
+                                "(port 5432) connection string")  # fmt: skip
     target = None if out == "-" else Path(out)
     partial = None if target is None else target.with_name(target.name + ".part")
     try:
@@ -339,7 +350,7 @@ def cleanup(days: int) -> None:
     from notifier.operations.ops import open_store
 
     settings = _settings()
-    with _database_errors(settings), open_store(_database_url(settings)) as (store, _conn):
+    with _database_errors(settings), open_store(settings) as (store, _reader):
         removed = store.cleanup(days)
     click.echo(
         f"removed {removed} finished job(s) older than {days} days, with their delivery logs; "

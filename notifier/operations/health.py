@@ -9,6 +9,7 @@ servers do.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,8 @@ from notifier.config import Settings
 from notifier.operations.probes import Probe, database_task, redis_task, run_probes
 from notifier.operations.redis_state import RedisState
 from notifier.redaction import endpoint, plain
-from notifier.store.session import DictConnection
+from notifier.store.backend import endpoint as backend_endpoint
+from notifier.store.base import FunctionCaller
 from notifier.store.snapshot import Backlog, read_snapshot
 
 
@@ -28,11 +30,22 @@ class Observation:
     redis_endpoint: str | None
     database_endpoint: str | None
     at: datetime
+    database_backend: str | None = None  # postgres | supabase (the REST API)
+    database_latency_ms: float | None = None
 
 
-def read_backlog(conn: DictConnection) -> Backlog:
-    """The health probe's reading: the snapshot's backlog alone (cheap, bounded by indexes)."""
-    return read_snapshot(conn).backlog
+@dataclass(frozen=True)
+class TimedBacklog:
+    backlog: Backlog
+    latency_ms: float
+
+
+def read_backlog(reader: FunctionCaller) -> TimedBacklog:
+    """The health probe's reading: the snapshot's backlog alone (cheap, bounded by indexes),
+    and how long the database (or the REST API) took to give it."""
+    started = time.monotonic()
+    backlog = read_snapshot(reader).backlog
+    return TimedBacklog(backlog, round((time.monotonic() - started) * 1000, 1))
 
 
 def observe(settings: Settings) -> Observation:
@@ -42,12 +55,15 @@ def observe(settings: Settings) -> Observation:
         settings.health_timeout,
         settings.health_cache_seconds,
     )
+    timed: Probe[TimedBacklog] = probes["database"]
     return Observation(
         redis=probes["redis"],
-        database=probes["database"],
+        database=Probe(timed.configured, timed.value.backlog if timed.value else None, timed.error),
         redis_endpoint=endpoint(plain(settings.redis_url)),
-        database_endpoint=endpoint(plain(settings.database_url)),
+        database_endpoint=backend_endpoint(settings),
         at=datetime.now(UTC),
+        database_backend=settings.resolved_backend,
+        database_latency_ms=timed.value.latency_ms if timed.value else None,
     )
 
 
@@ -56,13 +72,18 @@ def redis_problem(obs: Observation) -> str | None:
 
 
 def database_problem(obs: Observation) -> str | None:
+    if obs.database_backend == "supabase":
+        return _unreachable("The Supabase REST API", "SUPABASE_URL", obs.database,
+                            obs.database_endpoint)  # fmt: skip
     return _unreachable("PostgreSQL", "DATABASE_URL", obs.database, obs.database_endpoint)
 
 
 def _unreachable(name: str, variable: str, probe: Probe[Any], where: str | None) -> str | None:
     if not probe.configured:
         return f"{variable} is not set, so {name} cannot be checked."
-    if not probe.ok and (probe.error or "").startswith(("UndefinedTable", "UndefinedFunction")):
+    if not probe.ok and (probe.error or "").startswith(
+        ("UndefinedTable", "UndefinedFunction", "StoreFunctionMissingError")
+    ):
         return (
             f"{name} at {where} answers, but its schema is not up to date (run `notifier "
             f"migrate`): {probe.error}."
@@ -149,6 +170,8 @@ def health_body(obs: Observation, settings: Settings) -> tuple[int, dict[str, An
             "configured": obs.database.configured,
             "connected": obs.database.ok,
             "endpoint": obs.database_endpoint,
+            "backend": obs.database_backend,
+            "latencyMs": obs.database_latency_ms,
         },
         # Which provider serves each channel; null: its jobs fail ("no … provider").
         "providers": {

@@ -23,8 +23,8 @@ from notifier.config import Settings
 from notifier.operations.probes import configured_providers, database_task, redis_task, run_probes
 from notifier.operations.redis_state import REGISTRIES, RedisState
 from notifier.pipeline.queues import QUEUE_NAMES
+from notifier.store.base import FunctionCaller
 from notifier.store.model import FINISHED, UNFINISHED, DeliveryMethod, JobStatus
-from notifier.store.session import DictConnection
 from notifier.store.snapshot import Counts, Snapshot, read_snapshot
 
 BREAKER_STATES = ("closed", "half-open", "open")
@@ -51,7 +51,7 @@ class NotifierCollector(Collector):
             {
                 "redis": redis_task(settings),
                 "postgres": database_task(
-                    settings, lambda conn: read_scrape(conn, window), "notifier-metrics"
+                    settings, lambda reader: read_scrape(reader, window), "notifier-metrics"
                 ),
             },
             settings.health_timeout,
@@ -73,10 +73,10 @@ class NotifierCollector(Collector):
             yield from _database_metrics(snapshot, window_text(window))
 
 
-def read_scrape(conn: DictConnection, window_seconds: int) -> Snapshot:
+def read_scrape(reader: FunctionCaller, window_seconds: int) -> Snapshot:
     """A scrape's reading: the backlog, the flow and the window's activity (no whole-table
     count: a scrape is bounded by indexes)."""
-    return read_snapshot(conn, flow=True, window_seconds=window_seconds)
+    return read_snapshot(reader, flow=True, window_seconds=window_seconds)
 
 
 def build_registry(settings: Settings) -> CollectorRegistry:

@@ -1,7 +1,7 @@
 """The operator's actions: pause and resume claiming, drain, retry failed jobs, cancel jobs,
 clean up old rows. Each state change is a SQL function called through `JobStore`, over one
-connection that fails fast (an operator at a terminal wants an error now, not a pool that
-retries for half a minute).
+connection (on the REST backend, one HTTP client) that fails fast (an operator at a terminal
+wants an error now, not a pool that retries for half a minute).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from notifier.store import JobStore
-from notifier.store.session import ConnectionCaller, DictConnection, connect
+from notifier.config import Settings
+from notifier.store import FunctionCaller, JobStore
+from notifier.store.backend import short_caller
+from notifier.store.session import OPS_STATEMENT_TIMEOUT
 from notifier.store.snapshot import read_snapshot
 
 OPS_CONNECT_TIMEOUT = 5.0
@@ -26,15 +28,16 @@ _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @contextmanager
-def open_store(database_url: str) -> Iterator[tuple[JobStore, DictConnection]]:
-    """A job store and its connection, closed on exit."""
-    conn = connect(database_url, connect_timeout=OPS_CONNECT_TIMEOUT,
-                   application_name="notifier-ops")  # fmt: skip
-    store = JobStore(ConnectionCaller(conn))
-    try:
-        yield store, conn
-    finally:
-        store.close()
+def open_store(settings: Settings) -> Iterator[tuple[JobStore, FunctionCaller]]:
+    """A job store and its caller (for reads), over DATABASE_URL or the REST API; closed on
+    exit."""
+    with short_caller(
+        settings,
+        application_name="notifier-ops",
+        connect_timeout=OPS_CONNECT_TIMEOUT,
+        statement_timeout=OPS_STATEMENT_TIMEOUT,
+    ) as caller:
+        yield JobStore(caller), caller
 
 
 def operator() -> str:
@@ -56,13 +59,13 @@ class InFlight:
         return self.queued + self.processing
 
 
-def in_flight(conn: DictConnection) -> InFlight:
-    backlog = read_snapshot(conn).backlog
+def in_flight(reader: FunctionCaller) -> InFlight:
+    backlog = read_snapshot(reader).backlog
     return InFlight(queued=backlog.queued, processing=backlog.processing)
 
 
 def wait_for_drain(
-    conn: DictConnection,
+    reader: FunctionCaller,
     timeout: float,
     *,
     interval: float = 1.0,
@@ -75,7 +78,7 @@ def wait_for_drain(
     """
     deadline = time.monotonic() + timeout
     while True:
-        current = in_flight(conn)
+        current = in_flight(reader)
         on_tick(current)
         if current.total == 0 or time.monotonic() >= deadline:
             return current

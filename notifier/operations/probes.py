@@ -25,7 +25,8 @@ from notifier.config import Settings
 from notifier.operations.redis_state import RedisState, probe_client, read_redis_state
 from notifier.providers.registry import guarded_by_breaker
 from notifier.redaction import plain
-from notifier.store.session import bounded, connect
+from notifier.store.backend import preload, short_caller
+from notifier.store.base import FunctionCaller
 
 T = TypeVar("T")
 _ERROR_CHARS = 300
@@ -150,20 +151,24 @@ def redis_task(settings: Settings) -> ProbeTask[RedisState] | None:
 
 
 def database_task(
-    settings: Settings, read: Callable[[Any], T], application_name: str = "notifier-health"
+    settings: Settings,
+    read: Callable[[FunctionCaller], T],
+    application_name: str = "notifier-health",
 ) -> ProbeTask[T] | None:
-    """Reads `read(conn)` from Postgres; `application_name` names what is read (equal names
-    share one probe), so give each reader its own."""
-    url = plain(settings.database_url)
-    if url is None:
+    """Reads `read(caller)` from the database, directly or through the Supabase REST API;
+    `application_name` names what is read (equal names share one probe), so give each reader
+    its own."""
+    if settings.resolved_backend is None:
         return None
+    preload(settings)  # outside the probe's deadline
 
     def probe() -> T:
-        with (
-            connect(url, connect_timeout=settings.health_timeout,
-                    application_name=application_name) as conn,
-            bounded(conn, settings.health_timeout),
-        ):  # fmt: skip
-            return read(conn)
+        with short_caller(
+            settings,
+            application_name=application_name,
+            connect_timeout=settings.health_timeout,
+            statement_timeout=settings.health_timeout,
+        ) as caller:
+            return read(caller)
 
-    return ProbeTask(("postgres", application_name, settings), probe)
+    return ProbeTask(("database", application_name, settings), probe)

@@ -15,8 +15,9 @@ from notifier.config import Settings
 from notifier.operations.probes import configured_providers, describe_error
 from notifier.operations.redis_state import RedisState, probe_client, read_redis_state
 from notifier.redaction import endpoint, plain
+from notifier.store.backend import endpoint as backend_endpoint
+from notifier.store.backend import short_caller
 from notifier.store.model import DeliveryMethod, JobStatus
-from notifier.store.session import bounded, connect
 from notifier.store.snapshot import Snapshot, read_snapshot
 
 CLI_CONNECT_TIMEOUT = 5.0
@@ -29,24 +30,30 @@ def collect(settings: Settings) -> dict[str, Any]:
     now = datetime.now(UTC)
     report: dict[str, Any] = {
         "timestamp": now.isoformat(),
-        "database": {"endpoint": endpoint(plain(settings.database_url))},
+        "database": {
+            "endpoint": backend_endpoint(settings),
+            "backend": settings.resolved_backend,
+        },
         "redis": {"endpoint": endpoint(plain(settings.redis_url))},
         "errors": [],
     }
-    database_url = plain(settings.database_url)
-    if database_url:
+    if settings.resolved_backend is not None:
+        name = "Supabase REST API" if settings.resolved_backend == "supabase" else "PostgreSQL"
         try:
-            with (
-                connect(database_url, connect_timeout=CLI_CONNECT_TIMEOUT,
-                        application_name="notifier-status") as conn,
-                bounded(conn, CLI_STATEMENT_TIMEOUT),
-            ):  # fmt: skip
-                snapshot = read_snapshot(conn, flow=True, overview=True)
+            with short_caller(
+                settings,
+                application_name="notifier-status",
+                connect_timeout=CLI_CONNECT_TIMEOUT,
+                statement_timeout=CLI_STATEMENT_TIMEOUT,
+            ) as reader:
+                snapshot = read_snapshot(reader, flow=True, overview=True)
             report.update(_database_part(snapshot))
         except Exception as error:
-            report["errors"].append(f"PostgreSQL: {describe_error(error)}")
+            report["errors"].append(f"{name}: {describe_error(error)}")
     else:
-        report["errors"].append("DATABASE_URL is not set")
+        report["errors"].append(
+            "DATABASE_URL is not set (nor SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)"
+        )
     redis_url = plain(settings.redis_url)
     if redis_url:
         client = probe_client(redis_url, CLI_REDIS_TIMEOUT)

@@ -1,7 +1,8 @@
 """`notifier poller`: claim due jobs in batches and hand them to RQ; run the reaper.
 
 Three small duties, each on its own interval: claim (woken at once by LISTEN/NOTIFY when a job
-becomes due, else every NOTIFIER_POLL_INTERVAL), reap expired leases (NOTIFIER_REAPER_INTERVAL),
+becomes due, else every NOTIFIER_POLL_INTERVAL; over the Supabase REST API, where LISTEN does
+not pass, every NOTIFIER_POLL_INTERVAL only), reap expired leases (NOTIFIER_REAPER_INTERVAL),
 and back-pressure (claim nothing while NOTIFIER_MAX_IN_FLIGHT notifications wait in Redis).
 """
 
@@ -20,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 from redis import Redis
 from redis.exceptions import RedisError
 
+from notifier.errors import StoreUnavailableError
 from notifier.log import event
 from notifier.pipeline.queues import enqueue_claims, queued_rq_jobs
 from notifier.store import JobStore
@@ -72,7 +74,7 @@ class Poller:
         self,
         store: JobStore,
         redis: Redis,
-        database_url: str,
+        database_url: str | None,
         policy: PollerPolicy,
         *,
         stopping: threading.Event | None = None,
@@ -100,13 +102,19 @@ class Poller:
     def run(self, *, burst: bool = False) -> int:
         """Poll until stopped (`burst`: until nothing is due); returns how many were enqueued.
 
-        A lost database connection does not end the poller: it backs off, reconnects (LISTEN
-        included) and goes on; in burst mode the error ends the run instead.
+        A lost database connection (or a REST API answering 503) does not end the poller: it
+        backs off, reconnects (LISTEN included) and goes on; in burst mode the error ends the
+        run instead. Without a `database_url` (the REST backend) it polls without LISTEN.
         """
         total = 0
         backoff = RECONNECT_MIN_SECONDS
         while not self._stopping.is_set():
             try:
+                if self._database_url is None:
+                    event(logger, "poller_started", name=self._name, burst=burst, wake="poll")
+                    backoff = RECONNECT_MIN_SECONDS
+                    total += self._loop(None, burst=burst)
+                    break
                 with psycopg.connect(
                     make_conninfo(self._database_url, **KEEPALIVES), autocommit=True
                 ) as conn:
@@ -115,7 +123,7 @@ class Poller:
                     backoff = RECONNECT_MIN_SECONDS
                     total += self._loop(conn, burst=burst)
                     break
-            except psycopg.OperationalError as error:
+            except (psycopg.OperationalError, StoreUnavailableError) as error:
                 if burst:
                     raise
                 event(
@@ -130,7 +138,9 @@ class Poller:
         event(logger, "poller_stopped", name=self._name, enqueued=total)
         return total
 
-    def _loop(self, listen_conn: psycopg.Connection[tuple[object, ...]], *, burst: bool) -> int:
+    def _loop(
+        self, listen_conn: psycopg.Connection[tuple[object, ...]] | None, *, burst: bool
+    ) -> int:
         total = 0
         while not self._stopping.is_set():
             self.reap_if_due()
@@ -189,8 +199,11 @@ class Poller:
             return 0
         return self._policy.max_in_flight - waiting
 
-    def _wait(self, listen_conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    def _wait(self, listen_conn: psycopg.Connection[tuple[object, ...]] | None) -> None:
         """Sleep until a job becomes due (NOTIFY), the poll interval passes, or a stop."""
+        if listen_conn is None:
+            self._stopping.wait(self._policy.poll_interval)
+            return
         deadline = time.monotonic() + self._policy.poll_interval
         while not self._stopping.is_set():
             remaining = deadline - time.monotonic()

@@ -11,19 +11,21 @@ from notifier.pipeline.poller import Poller, PollerPolicy
 from notifier.pipeline.queues import redis_connection
 from notifier.pipeline.render import Renderer, default_template_dir
 from notifier.store import JobStore
-from notifier.store.postgres import PostgresCaller
+from notifier.store.backend import backend, open_caller
 
 
-def build_store(settings: Settings, *, pool_size: int | None = None) -> JobStore:
-    """The job store over DATABASE_URL."""
-    caller = PostgresCaller(
-        settings.require_database_url(), max_size=pool_size or settings.db_pool_size
-    )
+def build_store(
+    settings: Settings, *, pool_size: int | None = None, check: bool = False
+) -> JobStore:
+    """The job store over DATABASE_URL or the Supabase REST API (notifier/store/backend.py).
+    `check`: one call now, so a refused key stops the process at start-up."""
+    caller = open_caller(settings, pool_size=pool_size or settings.db_pool_size, check=check)
     return JobStore(caller)
 
 
 def build_poller(settings: Settings, *, stopping: threading.Event | None = None) -> Poller:
-    """A poller over DATABASE_URL and REDIS_URL (two database connections: claims, reaper)."""
+    """A poller over the store and REDIS_URL (two database connections: claims, reaper). Over
+    DATABASE_URL it LISTENs for due jobs; over the REST API it polls alone."""
     policy = PollerPolicy(
         poll_interval=settings.poll_interval,
         reaper_interval=settings.reaper_interval,
@@ -35,10 +37,9 @@ def build_poller(settings: Settings, *, stopping: threading.Event | None = None)
         rq_job_timeout=settings.rq_job_timeout,
     )
     redis = redis_connection(settings.require_redis_url())
-    database_url = settings.require_database_url()
-    return Poller(
-        build_store(settings, pool_size=2), redis, database_url, policy, stopping=stopping
-    )
+    listen_url = settings.require_database_url() if backend(settings) == "postgres" else None
+    store = build_store(settings, pool_size=2, check=listen_url is None)
+    return Poller(store, redis, listen_url, policy, stopping=stopping)
 
 
 def build_deliverer(settings: Settings) -> Deliverer:

@@ -37,3 +37,17 @@ class DeliveryMethod(StrEnum):
     SMS = "sms"
     WHATSAPP = "whatsapp"
     PUSH = "push"
+
+
+# The SQL functions that only read: a caller may repeat one after a transient error (a lost
+# answer, a 503) without changing anything. Every other function changes state and is never
+# repeated blindly (notifier/store/rest.py).
+SAFE_TO_REPEAT: frozenset[str] = frozenset(
+    {
+        "notifier_read_snapshot",
+        "notifier_ping",
+        "notification_job_statuses",
+        "notifier_handed_back",
+        "list_adoptable_notification_jobs",
+    }
+)

@@ -1,4 +1,4 @@
-"""The read queries of notifier/store/queries.sql, loaded once into `QUERIES` (name → SQL).
+"""The session-only queries of notifier/store/queries.sql, loaded once into `QUERIES` (name → SQL).
 
 A `-- name --` line starts a query; the comment line after it says what the query is for (the
 loader insists, so none goes undocumented). Text before the first header is the file's own

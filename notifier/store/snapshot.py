@@ -4,23 +4,23 @@
 Every reader gets the backlog; the rest is asked for by part, because the callers differ in
 how often they run: a health probe reads the backlog only, a scrape adds the flow and the
 window's activity, `notifier status` the flow and the overview (a whole-table count, which a
-probe must never run). Read inside `bounded(...)`, all parts share one transaction and one
-`now()`. The SQL is in notifier/store/queries.sql.
+probe must never run). All parts are one call of the SQL function `notifier_read_snapshot`
+(one statement, one `now()`), through any `FunctionCaller`: psycopg or the Supabase REST API.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, LiteralString, TypeVar
+from typing import Any, TypeVar
 
-from notifier.store.queries import query
-from notifier.store.session import DictConnection
+from notifier.store.base import FunctionCaller
 
 # Histogram bucket bounds (seconds).
 LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TOP_REASONS = 10
+SNAPSHOT_FUNCTION = "notifier_read_snapshot"  # supabase/migrations/20261201000300_rest_reads.sql
 T = TypeVar("T")
 
 # (status, method) → jobs, in the order Postgres answered.
@@ -153,7 +153,7 @@ class Snapshot:
 
 
 def read_snapshot(
-    conn: DictConnection,
+    caller: FunctionCaller,
     *,
     flow: bool = False,
     window_seconds: int | None = None,
@@ -161,52 +161,70 @@ def read_snapshot(
     top_reasons: int = TOP_REASONS,
 ) -> Snapshot:
     """The backlog, plus the flow, the activity over the last `window_seconds` and the
-    overview when asked for."""
+    overview when asked for: one call of `notifier_read_snapshot`, so one statement."""
+    rows = caller.call(
+        SNAPSHOT_FUNCTION,
+        {
+            "p_flow": flow,
+            "p_window_seconds": window_seconds,
+            "p_overview": overview,
+            "p_top_reasons": top_reasons,
+            "p_latency_bounds": list(LATENCY_BUCKETS),
+            "p_duration_bounds": list(DURATION_BUCKETS),
+        },
+    )
+    parts: dict[str, Any] = rows[0]["snapshot"]
     return Snapshot(
-        backlog=_backlog(conn),
-        flow_part=_flow(conn) if flow else None,
-        activity_part=None if window_seconds is None else _activity(conn, window_seconds),
-        overview_part=_overview(conn, top_reasons) if overview else None,
+        backlog=_backlog(parts["backlog"]),
+        flow_part=_flow(parts) if flow else None,
+        activity_part=None if window_seconds is None else _activity(parts),
+        overview_part=_overview(parts) if overview else None,
     )
 
 
-def _backlog(conn: DictConnection) -> Backlog:
-    row = conn.execute(query("backlog")).fetchone()
-    assert row is not None  # an aggregate over cross-joined aggregates: always one row
-    return Backlog(**row)
+def _backlog(row: dict[str, Any]) -> Backlog:
+    return Backlog(
+        due_now=int(row["due_now"]),
+        oldest_due_seconds=_float(row["oldest_due_seconds"]),
+        queued=int(row["queued"]),
+        processing=int(row["processing"]),
+        failed_24h=int(row["failed_24h"]),
+        paused=bool(row["paused"]),
+        paused_at=_timestamp(row["paused_at"]),
+        paused_by=row["paused_by"],
+        paused_reason=row["paused_reason"],
+    )
 
 
-def _flow(conn: DictConnection) -> Flow:
+def _flow(parts: dict[str, Any]) -> Flow:
     due = tuple(
         Due(row["method"], int(row["n"]), int(row["awaiting_retry"]), row["oldest_seconds"])
-        for row in conn.execute(query("due_by_method")).fetchall()
+        for row in parts["due_by_method"]
     )
-    return Flow(due=due, finished_24h=_counts(conn, query("finished_24h")))
+    return Flow(due=due, finished_24h=_counts(parts["finished_24h"]))
 
 
-def _activity(conn: DictConnection, window_seconds: int) -> Activity:
-    window = {"window": window_seconds}
-    held = conn.execute(query("oldest_held")).fetchone()
-    rows = conn.execute(query("deliveries_in_window"), window).fetchall()
+def _activity(parts: dict[str, Any]) -> Activity:
     deliveries = tuple(
         Delivery(r["provider"], r["method"], r["outcome"], int(r["n"]), int(r["retries"]))
-        for r in rows
+        for r in parts["deliveries"]
     )
     return Activity(
-        unfinished=_counts(conn, query("unfinished_jobs")),
-        oldest_held_seconds=held["oldest"] if held else None,
+        unfinished=_counts(parts["unfinished"]),
+        oldest_held_seconds=_float(parts["oldest_held_seconds"]),
         deliveries=deliveries,
-        latency=_histograms(conn, query("latency_histogram"), window_seconds, LATENCY_BUCKETS),
-        duration=_histograms(conn, query("duration_histogram"), window_seconds, DURATION_BUCKETS),
+        latency=_histograms(parts["latency"]),
+        duration=_histograms(parts["duration"]),
     )
 
 
-def _overview(conn: DictConnection, top_reasons: int) -> Overview:
-    reasons = conn.execute(query("top_failure_reasons"), {"limit": top_reasons}).fetchall()
-    times = conn.execute(query("delivery_times_24h")).fetchone() or {}
+def _overview(parts: dict[str, Any]) -> Overview:
+    times = parts["delivery_times"] or {}
     return Overview(
-        jobs=_counts(conn, query("job_counts")),
-        top_failure_reasons=tuple(FailureReason(r["reason"], int(r["n"])) for r in reasons),
+        jobs=_counts(parts["job_counts"]),
+        top_failure_reasons=tuple(
+            FailureReason(r["reason"], int(r["n"])) for r in parts["top_failure_reasons"]
+        ),
         delivery_times=DeliveryTimes(
             provider_avg_ms=_float(times.get("provider_avg_ms")),
             provider_p95_ms=_float(times.get("provider_p95_ms")),
@@ -216,27 +234,29 @@ def _overview(conn: DictConnection, top_reasons: int) -> Overview:
     )
 
 
-def _counts(conn: DictConnection, sql: LiteralString) -> Counts:
-    rows = conn.execute(sql).fetchall()
+def _counts(rows: list[dict[str, Any]]) -> Counts:
     return {(str(row["status"]), str(row["method"])): int(row["n"]) for row in rows}
 
 
-def _histograms(
-    conn: DictConnection, sql: LiteralString, window_seconds: int, bounds: tuple[float, ...]
-) -> dict[str, Histogram]:
-    params = {"window": window_seconds, "bounds": list(bounds)}
-    rows = conn.execute(sql, params).fetchall()
+def _histograms(rows: list[dict[str, Any]]) -> dict[str, Histogram]:
     by_provider: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_provider.setdefault(row["provider"], []).append(row)
     histograms = {}
     for provider, provider_rows in by_provider.items():
-        provider_rows.sort(key=lambda r: r["le"])
+        provider_rows.sort(key=lambda r: float(r["le"]))
         total = int(provider_rows[0]["total"])
-        buckets = [(f"{r['le']:g}", float(r["n"])) for r in provider_rows]
+        buckets = [(f"{float(r['le']):g}", float(r["n"])) for r in provider_rows]
         buckets.append(("+Inf", float(total)))
         histograms[provider] = Histogram(buckets, total, float(provider_rows[0]["seconds"] or 0.0))
     return histograms
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """jsonb carries timestamps as ISO text."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
 
 
 def _asked(part: T | None, how: str) -> T:

@@ -81,6 +81,27 @@ def store(database_url: str) -> Iterator[JobStore]:
     job_store.close()
 
 
+STORE_BACKENDS = ("postgres", "supabase")
+
+
+def job_store_on(backend: str, database_url: str) -> Iterator[JobStore]:
+    """A job store over psycopg, or over the Supabase REST API (the PostgREST stand-in of
+    tests/support/postgrest.py in front of the same database). A module that wants its tests
+    on both backends overrides `store` with `params=STORE_BACKENDS` and yields from this."""
+    if backend == "postgres":
+        job_store = JobStore(PostgresCaller(database_url, max_size=4))
+        yield job_store
+        job_store.close()
+        return
+    from notifier.store.rest import RestCaller
+    from tests.support.postgrest import PostgrestStandin
+
+    with PostgrestStandin(database_url, "test-jwt-secret-of-at-least-32-characters") as api:
+        job_store = JobStore(RestCaller(api.url, api.key(), timeout=10, pool_size=9))
+        yield job_store
+        job_store.close()
+
+
 @pytest.fixture
 def redis_url(redis_server: LocalRedis) -> str:
     """The session's Redis, emptied for this test."""

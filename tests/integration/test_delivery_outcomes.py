@@ -4,6 +4,7 @@ spec-checking loopback providers: retries, permanent failures, the breaker, fenc
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from notifier.providers.sendgrid import SendGridProvider
 from notifier.providers.twilio import TwilioProvider
 from notifier.store import Claim, JobStore
 from tests.integration import seed
+from tests.integration.conftest import STORE_BACKENDS, job_store_on
 from tests.support.loopback import SendGridLoopback, TwilioLoopback, sendgrid_error, twilio_error
 
 FAIL_MAX = 3
@@ -38,6 +40,12 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.offset += timedelta(seconds=seconds)
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store(request: pytest.FixtureRequest, database_url: str) -> Iterator[JobStore]:
+    """Every delivery behaviour on both backends: psycopg and the Supabase REST API."""
+    yield from job_store_on(request.param, database_url)
 
 
 @pytest.fixture

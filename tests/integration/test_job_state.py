@@ -4,6 +4,7 @@ migrations bookkeeping table defined in SQL only."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -16,9 +17,16 @@ from notifier.schema import check as schema_check
 from notifier.schema import migrate as migrations
 from notifier.store import JobContext, JobStore
 from tests.integration import seed
+from tests.integration.conftest import STORE_BACKENDS, job_store_on
 from tests.integration.test_schema_check import create_original_database
 
 LOST = "SendGrid read timed out after the request was written"
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store(request: pytest.FixtureRequest, database_url: str) -> Iterator[JobStore]:
+    """Every job-state behaviour on both backends: psycopg and the Supabase REST API."""
+    yield from job_store_on(request.param, database_url)
 
 
 def started_job(store: JobStore, db: psycopg.Connection[Any], max_retries: int = 3) -> JobContext:

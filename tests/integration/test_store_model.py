@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from notifier.store.model import DeliveryMethod, JobStatus
-from notifier.store.session import bounded
+from notifier.store.session import ConnectionCaller
 from notifier.store.snapshot import read_snapshot
 
 
@@ -41,11 +41,11 @@ def test_the_enum_matches_the_check_constraint(
 def test_every_part_of_a_snapshot_reads_on_an_empty_database(
     db: psycopg.Connection[dict[str, Any]],
 ) -> None:
-    with bounded(db, 10):
-        snapshot = read_snapshot(db, flow=True, window_seconds=3600, overview=True)
+    reader = ConnectionCaller(db, 10)
+    snapshot = read_snapshot(reader, flow=True, window_seconds=3600, overview=True)
     assert snapshot.backlog.due_now == 0 and not snapshot.backlog.paused
     assert snapshot.flow.due == () and snapshot.flow.finished_24h == {}
     assert snapshot.activity.unfinished == {} and snapshot.activity.latency == {}
     assert snapshot.overview.jobs == {} and snapshot.overview.delivery_times.latency_p95_ms is None
     with pytest.raises(LookupError, match="overview=True"):
-        _ = read_snapshot(db).overview
+        _ = read_snapshot(reader).overview

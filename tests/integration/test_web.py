@@ -234,8 +234,11 @@ def test_database_probes_send_no_startup_options_and_still_time_out(database_url
             conn.execute("select pg_sleep(5)")
         row = conn.execute("show statement_timeout").fetchone()
         assert row is not None and row["statement_timeout"] == "0"  # local to the transaction
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("create function test_sleep(p_seconds float8) returns void language sql "
+                      "as 'select pg_sleep(p_seconds)'")  # fmt: skip
     settings = make_settings(database_url, None, health_timeout=0.3)
-    task = database_task(settings, lambda conn: conn.execute("select pg_sleep(5)").fetchall(),
+    task = database_task(settings, lambda caller: caller.call("test_sleep", {"p_seconds": 5}),
                          "notifier-test-sleep")  # fmt: skip
     assert task is not None
     with pytest.raises(psycopg.errors.QueryCanceled):

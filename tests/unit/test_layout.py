@@ -17,7 +17,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors"},
     "log": set(),
     "redaction": {"config"},
-    "store": {"config", "errors", "store"},
+    # store/rest.py reads the migration files to name the one a missing function comes from.
+    "store": {"config", "errors", "log", "redaction", "store", "schema.migrate"},
     "providers": {"config", "errors", "log", "providers"},
     "pipeline": {"config", "errors", "log", "store", "providers", "pipeline"},
     "digests": {"config", "errors", "log", "store", "digests"},
