@@ -97,14 +97,21 @@ def status(as_json: bool) -> None:
     """Show whether notifications flow: jobs, backlog, failures, workers, breakers, pause.
 
     \b
-    Exits 1 when Postgres or Redis could not be read (what could be read is still shown).
+    Exits 1 when Postgres or Redis could not be read (what could be read is still shown),
+    2 when the database or REDIS_URL is not configured.
     Examples:
       notifier status
       notifier status --json | jq .backlog.due_now
     """
+    from notifier.errors import ConfigError
     from notifier.operations.status import collect, render
 
     settings = _settings()
+    try:  # a configuration error is exit 2 with one line, like every command
+        settings.require_backend()
+        settings.require_redis_url()
+    except ConfigError as error:
+        _fail(str(error), 2, settings)
     report = collect(settings)
     if as_json:  # redacted value by value: JSON escaping could hide a secret from _echo
         redacted = Redactor.for_settings(settings).value(report)

@@ -221,6 +221,11 @@ def test_retry_and_export_reject_bad_arguments(base_env: dict[str, str]) -> None
     no_db = {k: v for k, v in base_env.items() if k != "DATABASE_URL"}
     missing = notifier(no_db, "pause")
     assert missing.returncode == 2 and "DATABASE_URL is not set" in missing.stderr
+    for unset in ("DATABASE_URL", "REDIS_URL"):  # a configuration error, not "could not read"
+        status = notifier({k: v for k, v in base_env.items() if k != unset}, "status")
+        assert status.returncode == 2, status.stderr
+        (line,) = status.stderr.strip().splitlines()
+        assert f"{unset} is not set" in line
 
 
 def test_cancel_explains_each_job(db: psycopg.Connection[Any], base_env: dict[str, str]) -> None:
