@@ -150,7 +150,8 @@ class Settings(BaseSettings):
         plain_base = not (parts.query or parts.fragment)
         if parts.scheme not in ("http", "https") or not parts.netloc or not plain_base:
             raise ValueError(
-                "must be an http(s) URL without query, e.g. https://notifier.example.com"
+                "NOTIFIER_PUBLIC_URL is malformed: it must be an http(s) URL without query, "
+                "e.g. https://notifier.example.com"
             )
         return value.strip().rstrip("/")
 
@@ -165,7 +166,8 @@ class Settings(BaseSettings):
             key = None
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise ValueError(
-                "must be the base64 ECDSA public key shown in SendGrid's Event Webhook settings"
+                "SENDGRID_WEBHOOK_PUBLIC_KEY is malformed: it must be the base64 ECDSA public "
+                "key shown in SendGrid's Event Webhook settings"
             )
         return value.strip()
 

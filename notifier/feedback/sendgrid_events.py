@@ -76,7 +76,7 @@ def map_event(raw: dict[str, Any]) -> FeedbackEvent:
     if name == "bounce" and str(raw.get("type") or "bounce") != "blocked":
         suppress = "bounce"  # a hard bounce; `blocked` is a temporary refusal by the receiver
     if name == "dropped":
-        bad_address = (reason or "").lower().startswith(BAD_ADDRESS_DROPS)
+        bad_address = (reason or "").strip().lower() in BAD_ADDRESS_DROPS
         log_status = "bounced" if bad_address else "failed"
         suppress = "dropped: " + (reason or "").lower() if bad_address else None
     return FeedbackEvent(

@@ -35,7 +35,7 @@ def confirm_page(email: str | None, already: bool) -> str:
         f"<p>Stop sending these emails to {who}?</p>"
         '<form method="post">'
         f'<input type="hidden" name="{ONE_CLICK_FIELD}" value="{ONE_CLICK_VALUE}">'
-        "<button type=\"submit\">Unsubscribe</button></form>"
+        '<button type="submit">Unsubscribe</button></form>'
     )
     return _page("Unsubscribe", body)
 

@@ -74,9 +74,5 @@ def build_deliverer(settings: Settings) -> Deliverer:
     )
     # One connection per sending thread, so no thread waits on the pool mid-delivery; the
     # feedback store (suppressions after a refusal) shares the pool.
-    caller = PostgresCaller(
-        settings.require_database_url(), max_size=settings.send_concurrency + 1
-    )
-    return Deliverer(
-        JobStore(caller), providers, breakers, renderer, policy, FeedbackStore(caller)
-    )
+    caller = PostgresCaller(settings.require_database_url(), max_size=settings.send_concurrency + 1)
+    return Deliverer(JobStore(caller), providers, breakers, renderer, policy, FeedbackStore(caller))

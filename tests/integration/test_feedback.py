@@ -138,9 +138,7 @@ def deliverer(
         unsubscribe_url_base=settings.resolved_unsubscribe_url_base,
     )
     providers = {"email": email, "sms": text, "whatsapp": text}
-    return Deliverer(
-        store, providers, {}, Renderer(default_template_dir()), policy, feedback
-    )
+    return Deliverer(store, providers, {}, Renderer(default_template_dir()), policy, feedback)
 
 
 @pytest.fixture
@@ -156,7 +154,7 @@ def send_one(db: psycopg.Connection[Any], store: JobStore, worker: Deliverer, re
     """Enqueue one job and deliver it; returns its id."""
     row = db.execute(
         "select enqueue_notification_job(%s, null, null, 'immediate', 'normal', %s, "
-        "'{\"subject\": \"Hi\", \"body\": \"Hello\"}'::jsonb, 0) as id",
+        '\'{"subject": "Hi", "body": "Hello"}\'::jsonb, 0) as id',
         (recipient, method),
     ).fetchone()
     assert row is not None
@@ -177,7 +175,9 @@ def suppressions(db: psycopg.Connection[Any]) -> list[tuple[str, str, str, str]]
     return [(r["channel"], r["address"], r["reason"], r["source"]) for r in rows]
 
 
-def sg_event(job_id: str, event: str, email: str = "Ada@Example.com", **extra: Any) -> dict[str, Any]:
+def sg_event(
+    job_id: str, event: str, email: str = "Ada@Example.com", **extra: Any
+) -> dict[str, Any]:
     return {"email": email, "timestamp": 1764633600, "event": event, "job_id": job_id,
             "sg_event_id": extra.pop("sg_event_id", uuid.uuid4().hex),
             "sg_message_id": "msg.1", **extra}  # fmt: skip
@@ -279,7 +279,9 @@ def test_a_batch_of_1000_events_is_one_quick_call(
 # Twilio ---------------------------------------------------------------------------------------
 
 
-def callback(job_id: str, status: str, code: str = "", to: str = "+15005550006") -> tuple[str, dict[str, str]]:  # noqa: E501
+def callback(
+    job_id: str, status: str, code: str = "", to: str = "+15005550006"
+) -> tuple[str, dict[str, str]]:
     params = {"MessageSid": "SM" + "a" * 32, "MessageStatus": status, "To": to,
               "From": "+15557654321", "AccountSid": TWILIO_SID, "ApiVersion": "2010-04-01"}  # fmt: skip
     if code:
@@ -309,7 +311,9 @@ def test_a_stop_in_a_status_callback_stops_the_next_text(
     for _ in range(2):  # the same callback twice is recorded once
         status, answer = post(web, path, body, signed)
         assert status == 200, answer
-    rows = [r for r in seed.logs(db, job_id) if r["provider"] == "twilio" and r["provider_event_id"]]
+    rows = [
+        r for r in seed.logs(db, job_id) if r["provider"] == "twilio" and r["provider_event_id"]
+    ]
     assert [(r["status"], r["error_code"]) for r in rows] == [("blocked", "21610")]
     assert suppressions(db) == [("sms", "+15005550006", "stop (21610)", "twilio")]
 
@@ -335,7 +339,9 @@ def test_a_stop_answered_to_the_send_itself_suppresses_the_number(
 
 
 def preference_token(db: psycopg.Connection[Any], recipient: str) -> str:
-    row = db.execute("select preference_token from recipients where id = %s", (recipient,)).fetchone()
+    row = db.execute(
+        "select preference_token from recipients where id = %s", (recipient,)
+    ).fetchone()
     assert row is not None
     return str(row["preference_token"])
 
