@@ -389,3 +389,33 @@ def test_operator_suppressions_are_listed_lifted_and_normalised(feedback: Feedba
     assert feedback.remove_suppression("sms", "+15550001111") is False
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         feedback.add_suppression("fax", "x", "y")
+
+
+def test_the_suppressions_command_lists_adds_and_lifts(
+    db: psycopg.Connection[Any], base_env: dict[str, str]
+) -> None:
+    from tests.integration.test_ops import notifier
+
+    added = notifier(
+        base_env, "suppressions", "add", "email", "Ada@Example.com", "--reason", "asked"
+    )
+    assert added.returncode == 0 and "suppressed email Ada@Example.com" in added.stdout
+    again = notifier(base_env, "suppressions", "add", "email", "ada@example.com", "--reason", "x")
+    assert again.returncode == 0 and "already suppressed" in again.stdout
+    listed = notifier(base_env, "suppressions", "list", "--channel", "email", "--json")
+    [row] = json.loads(listed.stdout)
+    assert (row["address"], row["reason"], row["source"]) == (
+        "ada@example.com",
+        "asked",
+        "operator",
+    )
+    assert (
+        "no suppressed addresses"
+        in notifier(base_env, "suppressions", "list", "--channel", "sms").stdout
+    )
+    assert (
+        notifier(base_env, "suppressions", "add", "email", "a@b.c").returncode == 2
+    )  # no --reason
+    assert notifier(base_env, "suppressions", "remove", "email", "ADA@example.com").returncode == 0
+    assert notifier(base_env, "suppressions", "remove", "email", "ada@example.com").returncode == 1
+    assert suppressions(db) == []
