@@ -60,12 +60,23 @@ select extract(epoch from now() - min(created_at))::float8 as oldest
   from notification_jobs where status = 'held'
 
 -- deliveries_in_window --
--- Delivery attempts in the window by provider, method and outcome, with how many were retries.
+-- Delivery attempts in the window by provider, method and outcome, with how many were retries (provider events excluded).
 select coalesce(provider, 'none') as provider, delivery_method as method, status as outcome,
        count(*) as n, count(*) filter (where attempt > 1) as retries
   from notification_delivery_logs
- where delivery_time >= now() - make_interval(secs => %(window)s)
+ where delivery_time >= now() - make_interval(secs => %(window)s) and provider_event is null
  group by 1, 2, 3
+
+-- feedback_in_window --
+-- Provider events (webhooks) in the window by method, event and the log status they added: bounces, spam reports, unsubscribes, STOPs.
+select delivery_method as method, provider_event as event, status, count(*) as n
+  from notification_delivery_logs
+ where delivery_time >= now() - make_interval(secs => %(window)s) and provider_event is not null
+ group by 1, 2, 3
+
+-- suppression_counts --
+-- Suppressed addresses by channel and source (a small table, read whole).
+select channel, source, count(*) as n from notification_suppressions group by 1, 2
 
 -- latency_histogram --
 -- Cumulative counts per bucket of scheduled_for → accepted, by provider, over the window (`<= le` as Prometheus).
@@ -73,7 +84,7 @@ with d as (
   select l.provider, extract(epoch from l.delivery_time - j.scheduled_for)::float8 as seconds
     from notification_delivery_logs l join notification_jobs j on j.id = l.job_id
    where l.delivery_time >= now() - make_interval(secs => %(window)s)
-     and l.status = 'delivered' and l.provider is not null
+     and l.status = 'delivered' and l.provider is not null and l.provider_event is null
 )
 select d.provider, b.le, count(*) filter (where d.seconds <= b.le) as n, count(*) as total,
        sum(d.seconds) as seconds
@@ -111,6 +122,7 @@ with delivered as (
          extract(epoch from l.delivery_time - j.scheduled_for)::float8 * 1000 as latency_ms
     from notification_delivery_logs l join notification_jobs j on j.id = l.job_id
    where l.delivery_time >= now() - interval '24 hours' and l.status = 'delivered'
+     and l.provider_event is null
 )
 select avg(provider_ms) as provider_avg_ms,
        percentile_cont(0.95) within group (order by provider_ms) as provider_p95_ms,

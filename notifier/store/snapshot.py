@@ -94,6 +94,16 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Feedback:
+    """Provider events (webhooks) of one method, event and the log status they added."""
+
+    method: str
+    event: str
+    status: str
+    count: int
+
+
+@dataclass(frozen=True)
 class Activity:
     """The jobs not finished now and the deliveries over a recent window (for /metrics)."""
 
@@ -102,6 +112,8 @@ class Activity:
     deliveries: tuple[Delivery, ...]
     latency: dict[str, Histogram]  # provider → scheduled_for → accepted
     duration: dict[str, Histogram]  # provider → provider request time
+    feedback: tuple[Feedback, ...] = ()  # provider events in the window
+    suppressions: dict[tuple[str, str], int] | None = None  # (channel, source) → addresses
 
 
 @dataclass(frozen=True)
@@ -122,11 +134,14 @@ class DeliveryTimes:
 
 @dataclass(frozen=True)
 class Overview:
-    """The whole job table by status and method, why jobs failed, how fast deliveries were."""
+    """The whole job table by status and method, why jobs failed, how fast deliveries were,
+    what the providers reported back in 24 h and how many addresses are suppressed."""
 
     jobs: Counts
     top_failure_reasons: tuple[FailureReason, ...]
     delivery_times: DeliveryTimes
+    feedback_24h: tuple[Feedback, ...] = ()
+    suppressions: dict[tuple[str, str], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +213,8 @@ def _activity(conn: DictConnection, window_seconds: int) -> Activity:
         deliveries=deliveries,
         latency=_histograms(conn, query("latency_histogram"), window_seconds, LATENCY_BUCKETS),
         duration=_histograms(conn, query("duration_histogram"), window_seconds, DURATION_BUCKETS),
+        feedback=_feedback(conn, window_seconds),
+        suppressions=_suppressions(conn),
     )
 
 
@@ -213,7 +230,19 @@ def _overview(conn: DictConnection, top_reasons: int) -> Overview:
             latency_avg_ms=_float(times.get("latency_avg_ms")),
             latency_p95_ms=_float(times.get("latency_p95_ms")),
         ),
+        feedback_24h=_feedback(conn, 24 * 3600),
+        suppressions=_suppressions(conn),
     )
+
+
+def _feedback(conn: DictConnection, window_seconds: int) -> tuple[Feedback, ...]:
+    rows = conn.execute(query("feedback_in_window"), {"window": window_seconds}).fetchall()
+    return tuple(Feedback(r["method"], r["event"], r["status"], int(r["n"])) for r in rows)
+
+
+def _suppressions(conn: DictConnection) -> dict[tuple[str, str], int]:
+    rows = conn.execute(query("suppression_counts")).fetchall()
+    return {(str(r["channel"]), str(r["source"])): int(r["n"]) for r in rows}
 
 
 def _counts(conn: DictConnection, sql: LiteralString) -> Counts:

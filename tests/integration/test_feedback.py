@@ -178,7 +178,7 @@ def suppressions(db: psycopg.Connection[Any]) -> list[tuple[str, str, str, str]]
 def sg_event(
     job_id: str, event: str, email: str = "Ada@Example.com", **extra: Any
 ) -> dict[str, Any]:
-    return {"email": email, "timestamp": 1764633600, "event": event, "job_id": job_id,
+    return {"email": email, "timestamp": int(time.time()), "event": event, "job_id": job_id,
             "sg_event_id": extra.pop("sg_event_id", uuid.uuid4().hex),
             "sg_message_id": "msg.1", **extra}  # fmt: skip
 
@@ -196,7 +196,14 @@ def test_signed_batch_is_logged_once_and_a_bounce_stops_the_next_email(
     events = [
         sg_event(job_id, "processed"),
         sg_event(job_id, "delivered", sg_event_id="ev-delivered"),
-        sg_event(job_id, "bounce", type="bounce", status="5.1.1", reason="no such user"),
+        sg_event(
+            job_id,
+            "bounce",
+            type="bounce",
+            status="5.1.1",
+            reason="no such user",
+            timestamp=1764633600,
+        ),
         sg_event(str(uuid.uuid4()), "delivered"),  # not ours: 200 and a log line
     ]
     body = json.dumps(events).encode()
@@ -419,3 +426,34 @@ def test_the_suppressions_command_lists_adds_and_lifts(
     assert notifier(base_env, "suppressions", "remove", "email", "ADA@example.com").returncode == 0
     assert notifier(base_env, "suppressions", "remove", "email", "ada@example.com").returncode == 1
     assert suppressions(db) == []
+
+
+def test_status_and_metrics_count_provider_events_per_channel(
+    db: psycopg.Connection[Any], store: JobStore, worker: Deliverer, web: str,
+    settings: Settings, signing_key: ec.EllipticCurvePrivateKey,
+) -> None:  # fmt: skip
+    from notifier.operations.status import collect
+    from tests.integration.ops_support import parse_metrics
+
+    job_id = send_one(db, store, worker, seed.add_recipient(db)["recipient"])
+    events = [sg_event(job_id, "delivered"), sg_event(job_id, "spamreport"),
+              sg_event(job_id, "bounce", email="other@example.com")]  # fmt: skip
+    body = json.dumps(events).encode()
+    assert post(web, "/webhooks/sendgrid", body, sendgrid_headers(signing_key, body))[0] == 200
+
+    status, text = get(web, "/metrics")
+    metrics = parse_metrics(text)
+
+    def sample(name: str, **labels: str) -> float:
+        return metrics.get((name, frozenset(labels.items())), 0.0)
+
+    assert sample("notifier_feedback_events", method="email", event="bounce", status="bounced") == 1
+    assert sample("notifier_feedback_events", method="email", event="spamreport",
+                  status="blocked") == 1  # fmt: skip
+    assert sample("notifier_suppressed_addresses", channel="email", source="sendgrid") == 2
+    # The attempt's own `delivered` row counts once; the provider's delivered event is feedback.
+    assert sample("notifier_deliveries", provider="sendgrid", method="email",
+                  outcome="delivered") == 1  # fmt: skip
+    report = collect(settings)
+    assert report["feedback_24h"] == {"email": {"bounce": 1, "delivered": 1, "spamreport": 1}}
+    assert report["suppressed"] == {"email": 2}
