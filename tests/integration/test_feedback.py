@@ -441,7 +441,7 @@ def test_status_and_metrics_count_provider_events_per_channel(
     body = json.dumps(events).encode()
     assert post(web, "/webhooks/sendgrid", body, sendgrid_headers(signing_key, body))[0] == 200
 
-    status, text = get(web, "/metrics")
+    _status, text = get(web, "/metrics")
     metrics = parse_metrics(text)
 
     def sample(name: str, **labels: str) -> float:
