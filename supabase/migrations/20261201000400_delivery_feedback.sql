@@ -33,65 +33,85 @@ create unique index if not exists notification_delivery_logs_provider_event_idx
 
 -- The one form of an address the suppression list compares: an email lower-cased and trimmed;
 -- a phone without the spaces people type and without Twilio's `whatsapp:` prefix.
+-- No SET clause, so the planner inlines it (it is on the path of every attempt start); it calls
+-- only pg_catalog functions, which every search_path resolves first.
 create or replace function notifier_normalize_address(p_channel text, p_address text)
 returns text
-language sql immutable parallel safe set search_path = pg_catalog as $$
+language sql immutable parallel safe as $$
   select nullif(case p_channel
                   when 'email' then lower(btrim(p_address))
                   else regexp_replace(regexp_replace(btrim(p_address), '^whatsapp:', ''), '\s+', '', 'g')
                 end, '')
 $$;
 
--- Why a message on this channel to this address must not be sent, or null: the readable
--- failure_reason of the skipped job, e.g. `address suppressed: bounce (2026-12-01)`.
+-- The failure_reason of a job skipped for a suppression, e.g.
+-- `address suppressed: bounce (2026-12-01)`. Plain SQL without SET, so it is inlined.
+create or replace function notifier_suppression_text(p_reason text, p_created_at timestamptz)
+returns text
+language sql immutable parallel safe as $$
+  select 'address suppressed: ' || p_reason || ' ('
+         || to_char(p_created_at at time zone 'UTC', 'YYYY-MM-DD') || ')'
+$$;
+
+-- Why a message on this channel to this address must not be sent, or null.
 create or replace function notifier_suppression_reason(p_channel text, p_address text)
 returns text
-language sql stable security definer set search_path = public, pg_temp as $$
-  select format('address suppressed: %s (%s)', s.reason,
-                to_char(s.created_at at time zone 'UTC', 'YYYY-MM-DD'))
+language plpgsql stable security definer set search_path = public, pg_temp as $$
+declare
+  v_reason text;
+begin
+  select notifier_suppression_text(s.reason, s.created_at) into v_reason
     from notification_suppressions s
-   where s.channel = p_channel and s.address = notifier_normalize_address(p_channel, p_address)
+   where s.channel = p_channel and s.address = notifier_normalize_address(p_channel, p_address);
+  return v_reason;
+end
 $$;
 
 -- queued → skipped for every claim (job id, current lease token) whose address is suppressed,
 -- with a `blocked` delivery-log row (error_code SUPPRESSED) and the suppression as
 -- failure_reason. Called first thing by start_notification_attempts: a job skipped here is no
 -- longer queued, so it is not started, not returned, and no provider request is made. Returns
--- how many were skipped. With an empty suppression list it costs one index probe.
+-- how many were skipped. Measured for one claim on a loaded 2-core machine: ≈ 5–20 µs with
+-- an empty list, ≈ 40–100 µs with 10,000 suppressed addresses (a start call takes milliseconds).
 create or replace function notifier_skip_suppressed_claims(p_claims jsonb) returns integer
 language plpgsql security definer set search_path = public, pg_temp as $$
 declare
-  v_skipped integer;
+  v_hit record;
+  v_job notification_jobs;
+  v_skipped integer := 0;
 begin
   if not exists (select 1 from notification_suppressions) then
     return 0;
   end if;
-  with claims as (
-    select (c ->> 'job_id')::uuid as job_id, (c ->> 'lease_token')::uuid as token
-    from jsonb_array_elements(p_claims) c
-  ), hits as (
-    select j.id,
-           notifier_suppression_reason(j.delivery_method,
-             case j.delivery_method when 'email' then to_jsonb(r) ->> 'email'
-                                    else to_jsonb(r) ->> 'phone' end) as reason
+  -- A read first (≈ 15 µs for one claim); the writes run only for the rare suppressed job.
+  for v_hit in
+    with claims as (
+      select (c ->> 'job_id')::uuid as job_id, (c ->> 'lease_token')::uuid as token
+      from jsonb_array_elements(p_claims) c
+    )
+    select j.id, notifier_suppression_text(s.reason, s.created_at) as reason
       from claims
       join notification_jobs j on j.id = claims.job_id and j.lease_token = claims.token
       join recipients r on r.id = j.recipient_id
+      -- through to_jsonb(r), as start_notification_attempts reads them: an app's own
+      -- recipients table is not assumed to have both columns
+      join notification_suppressions s
+        on s.channel = j.delivery_method
+       and s.address = notifier_normalize_address(j.delivery_method,
+             to_jsonb(r) ->> case j.delivery_method when 'email' then 'email' else 'phone' end)
      where j.status = 'queued'
-  ), skipped as (
+  loop
     update notification_jobs j
-       set status = 'skipped', failure_reason = hits.reason, processed_at = now(),
+       set status = 'skipped', failure_reason = v_hit.reason, processed_at = now(),
            outcome_unknown_at = null, updated_at = now()
-      from hits
-     where j.id = hits.id and hits.reason is not null and j.status = 'queued'
-    returning j.*
-  )
-  insert into notification_delivery_logs (job_id, recipient_id, group_id, delivery_method, status,
-    error_code, error_message, attempt)
-  select s.id, s.recipient_id, s.group_id, s.delivery_method, 'blocked', 'SUPPRESSED',
-         s.failure_reason, s.retry_count + 1
-    from skipped s;
-  get diagnostics v_skipped = row_count;
+     where j.id = v_hit.id and j.status = 'queued'
+    returning j.* into v_job;
+    if found then
+      perform notifier_log_attempt(v_job, 'blocked', null, null, null, 'SUPPRESSED',
+                                   v_hit.reason, null);
+      v_skipped := v_skipped + 1;
+    end if;
+  end loop;
   return v_skipped;
 end
 $$;
@@ -324,7 +344,8 @@ end
 $$;
 
 call notifier_restrict_to_service_role(
-  'notifier_normalize_address', 'notifier_feedback_events', 'notifier_suppression_reason', 'notifier_skip_suppressed_claims',
+  'notifier_normalize_address', 'notifier_feedback_events', 'notifier_suppression_text',
+  'notifier_suppression_reason', 'notifier_skip_suppressed_claims',
   'record_notification_delivery_events', 'list_notification_suppressions',
   'add_notification_suppression', 'remove_notification_suppression',
   'notification_unsubscribe_target', 'unsubscribe_notification_recipient');
