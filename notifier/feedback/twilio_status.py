@@ -19,6 +19,12 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 # Final statuses that are logged; the intermediate ones (queued, sending, sent, accepted,
 # scheduled, read, ...) are received but add no row.
 FINAL_STATUSES = ("delivered", "undelivered", "failed")
+# Twilio's default opt-out and opt-in keywords.
+STOP_WORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+)
+START_WORDS = frozenset({"START", "YES", "UNSTOP"})
+INBOUND_STOP_REASON = "stop (inbound)"
 
 
 def verify(auth_token: str, url: str, params: Mapping[str, str], signature: str | None) -> bool:
@@ -51,6 +57,20 @@ def map_callback(params: Mapping[str, str], job_id: str | None) -> FeedbackEvent
         message_id=sid,
         suppress=suppression_reason(code) if status in FINAL_STATUSES else None,
     )
+
+
+def inbound_keyword(params: Mapping[str, str]) -> str | None:
+    """`stop` or `start` for an inbound message that opts out or back in, else None.
+
+    Twilio's Advanced Opt-Out says so in `OptOutType`; without it, the standard keywords
+    (the message's only word, any case) decide, as Twilio's default opt-out handling does."""
+    opt_out = (params.get("OptOutType") or "").strip().upper()
+    word = opt_out or (params.get("Body") or "").strip().upper()
+    if word in STOP_WORDS:
+        return "stop"
+    if word in START_WORDS:
+        return "start"
+    return None
 
 
 def _failure_status(code: str | None) -> str:

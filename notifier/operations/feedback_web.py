@@ -78,8 +78,43 @@ class FeedbackRoutes:
     def twilio(self, environ: dict[str, Any]) -> Response:
         """Twilio's status callback: 404 unless TWILIO_AUTH_TOKEN and NOTIFIER_PUBLIC_URL are
         set, 403 for a bad signature, 200 once recorded."""
+        params = self._signed_twilio_form(environ)
+        if isinstance(params, tuple):
+            return params
+        query = str(environ.get("QUERY_STRING") or "")
+        job_ids = parse_qs(query).get("job_id") or []
+        job_id = job_ids[0] if job_ids else None
+        return self._record("twilio", [twilio_status.map_callback(params, job_id)])
+
+    def twilio_inbound(self, environ: dict[str, Any]) -> Response:
+        """Twilio's incoming-message webhook (optional): a STOP suppresses the sender's number,
+        a START lifts a STOP suppression. Answers empty TwiML: Twilio's own opt-out handling
+        sends the reply."""
+        params = self._signed_twilio_form(environ)
+        if isinstance(params, tuple):
+            return params
+        keyword = twilio_status.inbound_keyword(params)
+        sender = params.get("From") or ""
+        channel = "whatsapp" if sender.startswith("whatsapp:") else "sms"
+        if keyword == "stop" and sender:
+            self.store().add_suppression(
+                channel, sender, twilio_status.INBOUND_STOP_REASON, "twilio",
+                params.get("MessageSid"),
+            )  # fmt: skip
+        elif keyword == "start" and sender:
+            self.store().remove_suppression(channel, sender, reason_prefix="stop")
+        if keyword == "stop":
+            event(logger, "inbound_opt_out", channel=channel)
+        elif keyword == "start":
+            event(logger, "inbound_opt_in", channel=channel)
+        twiml = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+        return 200, [("Content-Type", "text/xml")], twiml
+
+    def _signed_twilio_form(self, environ: dict[str, Any]) -> dict[str, str] | Response:
+        """The form fields of a request Twilio signed, or the answer refusing it (404 when not
+        configured, 403 when the signature is not Twilio's for the public URL)."""
         if self._twilio_token is None or self._settings.public_url is None:
-            return _json(404, {"error": "the Twilio status callback is not configured"})
+            return _json(404, {"error": "Twilio webhooks are not configured"})
         body = read_body(environ)
         query = str(environ.get("QUERY_STRING") or "")
         url = self._settings.public_url + str(environ.get("PATH_INFO") or "")
@@ -94,9 +129,7 @@ class FeedbackRoutes:
             event(logger, "webhook_rejected", logging.WARNING, provider="twilio",
                   reason="missing or invalid signature" if signature else "unsigned")  # fmt: skip
             return _json(403, {"error": "missing or invalid signature"})
-        job_ids = parse_qs(query).get("job_id") or []
-        job_id = job_ids[0] if job_ids else None
-        return self._record("twilio", [twilio_status.map_callback(params, job_id)])
+        return params
 
     def unsubscribe(self, environ: dict[str, Any], token: str) -> Response:
         """GET shows the question (and changes nothing); POST, RFC 8058 one-click or the

@@ -63,6 +63,7 @@ class WebApp:
             "/metrics": (self._metrics, READ),
             "/webhooks/sendgrid": (self._feedback.sendgrid, ("POST",)),
             "/webhooks/twilio": (self._feedback.twilio, ("POST",)),
+            "/webhooks/twilio/inbound": (self._feedback.twilio_inbound, ("POST",)),
             "/": (self._index, READ),
         }
 

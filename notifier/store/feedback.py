@@ -62,10 +62,18 @@ class FeedbackStore:
             )
         )
 
-    def remove_suppression(self, channel: str, address: str) -> bool:
-        """Lift a suppression; False when the address was not suppressed."""
+    def remove_suppression(
+        self, channel: str, address: str, reason_prefix: str | None = None
+    ) -> bool:
+        """Lift a suppression (only one whose reason starts with `reason_prefix`, if given);
+        False when there was none."""
         return bool(
-            self._scalar("remove_notification_suppression", p_channel=channel, p_address=address)
+            self._scalar(
+                "remove_notification_suppression",
+                p_channel=channel,
+                p_address=address,
+                p_reason_prefix=reason_prefix,
+            )
         )
 
     def unsubscribe_target(self, preference_token: str) -> dict[str, Any] | None:

@@ -283,13 +283,16 @@ begin
 end
 $$;
 
--- Lift a suppression; returns whether there was one.
-create or replace function remove_notification_suppression(p_channel text, p_address text)
-returns boolean
+-- Lift a suppression; returns whether there was one. With p_reason_prefix only a suppression
+-- whose reason starts with it (an inbound START lifts a STOP, not an invalid-number bounce).
+create or replace function remove_notification_suppression(
+  p_channel text, p_address text, p_reason_prefix text default null
+) returns boolean
 language plpgsql security definer set search_path = public, pg_temp as $$
 begin
   delete from notification_suppressions s
-   where s.channel = p_channel and s.address = notifier_normalize_address(p_channel, p_address);
+   where s.channel = p_channel and s.address = notifier_normalize_address(p_channel, p_address)
+     and (p_reason_prefix is null or starts_with(s.reason, p_reason_prefix));
   return found;
 end
 $$;

@@ -457,3 +457,32 @@ def test_status_and_metrics_count_provider_events_per_channel(
     report = collect(settings)
     assert report["feedback_24h"] == {"email": {"bounce": 1, "delivered": 1, "spamreport": 1}}
     assert report["suppressed"] == {"email": 2}
+
+
+def test_an_inbound_stop_suppresses_the_number_and_start_lifts_it(
+    db: psycopg.Connection[Any], web: str, feedback: FeedbackStore
+) -> None:
+    path = "/webhooks/twilio/inbound"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    feedback.add_suppression("sms", "+15550002222", "invalid number (21211)", "twilio")
+
+    def inbound(sender: str, text: str, token: str = TWILIO_TOKEN) -> int:
+        params = {"MessageSid": "SM" + uuid.uuid4().hex, "From": sender, "To": "+15557654321",
+                  "Body": text, "AccountSid": TWILIO_SID}  # fmt: skip
+        signature = twilio_signature(PUBLIC_URL + path, params, token)
+        return post(
+            web, path, urlencode(params).encode(), form | {"X-Twilio-Signature": signature}
+        )[0]
+
+    assert inbound("+15550001111", "STOP", token="forged") == 403
+    assert suppressions(db) == [("sms", "+15550002222", "invalid number (21211)", "twilio")]
+    assert inbound("+1 555 000 1111", "stop") == 200
+    assert inbound("whatsapp:+15550003333", "STOP") == 200
+    assert suppressions(db) == [
+        ("sms", "+15550001111", "stop (inbound)", "twilio"),
+        ("sms", "+15550002222", "invalid number (21211)", "twilio"),
+        ("whatsapp", "+15550003333", "stop (inbound)", "twilio"),
+    ]
+    assert inbound("+15550001111", "START") == 200
+    assert inbound("+15550002222", "START") == 200  # a START lifts a STOP, not a bad number
+    assert [row[1] for row in suppressions(db)] == ["+15550002222", "+15550003333"]

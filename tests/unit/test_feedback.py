@@ -29,9 +29,7 @@ PUBLIC = base64.b64encode(
 
 
 def sign(body: bytes, timestamp: str = "1764633600", key: Any = KEY) -> str:
-    return base64.b64encode(
-        key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-    ).decode()
+    return base64.b64encode(key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
 
 
 # SendGrid ---------------------------------------------------------------------------------------
@@ -218,3 +216,20 @@ def test_webhooks_refuse_before_touching_the_database() -> None:
     assert call(app, "/unsubscribe/", "GET")[0] == "404 Not Found"
     assert call(app, "/unsubscribe/a/b", "GET")[0] == "404 Not Found"
     assert call(app, "/unsubscribe/tok", "DELETE")[0] == "405 Method Not Allowed"
+
+
+@pytest.mark.parametrize(
+    ("params", "keyword"),
+    [
+        ({"Body": "STOP"}, "stop"),
+        ({"Body": " stop "}, "stop"),
+        ({"Body": "Unsubscribe"}, "stop"),
+        ({"Body": "start"}, "start"),
+        ({"Body": "please stop texting me"}, None),  # not the keyword alone: Twilio ignores it too
+        ({"Body": "Hello"}, None),
+        ({"Body": "arrêt", "OptOutType": "STOP"}, "stop"),  # Advanced Opt-Out decided
+        ({"Body": "oui", "OptOutType": "START"}, "start"),
+    ],
+)
+def test_inbound_opt_out_keywords(params: dict[str, str], keyword: str | None) -> None:
+    assert twilio_status.inbound_keyword(params) == keyword
