@@ -48,6 +48,13 @@ class FeedbackRoutes:
         token = settings.twilio_auth_token
         self._twilio_token = None if token is None else token.get_secret_value()
 
+    def close(self) -> None:
+        """Close the database pool, if one was opened."""
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
     def store(self) -> FeedbackStore:
         with self._lock:
             if self._store is None:

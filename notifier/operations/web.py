@@ -108,6 +108,10 @@ class WebApp:
         )
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
+    def close(self) -> None:
+        """Release what the routes opened (the feedback routes' database pool)."""
+        self._feedback.close()
+
     def _authorized(self, environ: dict[str, Any]) -> bool:
         """No NOTIFIER_WEB_TOKEN, or the request carries it as a bearer token."""
         if self._token is None:
@@ -188,6 +192,9 @@ def serve(settings: Settings) -> int:
     port = int(server.effective_port)
     event(logger, "web_started", host=settings.web_host, port=port, threads=settings.web_threads)
     run_until(server, stopping)
+    close = getattr(server.application, "close", None)  # the WebApp, unless wrapped
+    if close is not None:
+        close()
     event(logger, "web_stopped")
     return 0
 
