@@ -385,8 +385,14 @@ def test_one_click_unsubscribe_stops_the_next_email_and_a_get_changes_nothing(
     assert len(sendgrid.requests) == 1
 
 
-def test_operator_suppressions_are_listed_lifted_and_normalised(feedback: FeedbackStore) -> None:
+def test_operator_suppressions_are_listed_lifted_and_normalised(
+    db: psycopg.Connection[Any], feedback: FeedbackStore
+) -> None:
     assert feedback.add_suppression("sms", "whatsapp:+1 555 000 1111", "asked by phone") is True
+    reason = db.execute(
+        "select notifier_suppression_reason('sms', ' +1 555 000 1111') as r"
+    ).fetchone()
+    assert reason is not None and reason["r"].startswith("address suppressed: asked by phone (")
     assert feedback.add_suppression("sms", "+15550001111", "again") is False
     [row] = feedback.suppressions("sms")
     assert (row["address"], row["reason"], row["source"]) == ("+15550001111", "asked by phone",
