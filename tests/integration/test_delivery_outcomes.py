@@ -260,7 +260,7 @@ def test_missing_template_variable_fails_naming_it(
     db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer
 ) -> None:
     recipient = seed.add_recipient(db)["recipient"]
-    no_body = """'{"subject": "no body"}'::jsonb"""
+    no_body = ''''{"subject": "no body"}'::jsonb'''
     with pytest.raises(psycopg.errors.InvalidParameterValue) as refused:
         db.execute(
             "select enqueue_notification_job(%s, null, null, 'immediate', 'normal', 'email', "
@@ -272,9 +272,7 @@ def test_missing_template_variable_fails_naming_it(
     db.execute(f"update notification_jobs set content = {no_body} where id = %s", (job_id,))
     assert deliver_due(store, deliverer) == {"failed": 1}
     reason = seed.job(db, job_id)["failure_reason"]
-    assert (
-        reason == "template email/immediate.html needs 'content.body', which the job does not have"
-    )
+    assert reason == "template email/immediate.html needs 'content.body', which the job does not have"
     assert refused.value.diag.message_primary == reason
 
 

@@ -41,9 +41,7 @@ class Output:
             self.seen.append(line)
             if marker in line:
                 return "".join(self.seen)
-        raise AssertionError(
-            f"{marker!r} not printed in {timeout} s:\n{''.join(self.seen)[-3000:]}"
-        )
+        raise AssertionError(f"{marker!r} not printed in {timeout} s:\n{''.join(self.seen)[-3000:]}")
 
     def rest(self) -> str:
         while not self.lines.empty():

@@ -17,12 +17,8 @@ from notifier.store import JobStore
 from tests.integration.seed import add_recipient
 
 # Valid calls that leave the rest to the defaults (an immediate email needs a body).
-ENQUEUE_FOR_RECIPIENT = (
-    """select enqueue_notification_job(%s, null, null, p_content => '{"body": "hi"}')"""
-)
-ENQUEUE_WITH_GROUP = (
-    """select enqueue_notification_job(%s, %s, null, p_content => '{"body": "hi"}')"""
-)
+ENQUEUE_FOR_RECIPIENT = """select enqueue_notification_job(%s, null, null, p_content => '{"body": "hi"}')"""
+ENQUEUE_WITH_GROUP = """select enqueue_notification_job(%s, %s, null, p_content => '{"body": "hi"}')"""
 
 
 SEED_CALL = (
@@ -81,20 +77,14 @@ def test_seed_call_resolves_to_exactly_one_function(db: psycopg.Connection[Any])
     [
         ({"method": "'fax'"}, "unknown delivery_method 'fax'"),
         ({"method": "'push'"}, "^delivery method push is not supported\n"),
-        (
-            {"content": "'{}'::jsonb"},
-            "^template email/immediate.html needs 'content.body', which the job does not have\n",
-        ),
+        ({"content": "'{}'::jsonb"},
+         "^template email/immediate.html needs 'content.body', which the job does not have\n"),
         ({"content": """'{"subject": "x", "body": "  "}'::jsonb"""}, "needs 'content.body'"),
         ({"content": """'{"body": null}'::jsonb"""}, "needs 'content.body'"),
-        (
-            {"type": "'milestone'", "content": """'{"subject": "x"}'::jsonb"""},
-            "^template email/milestone.html needs 'content.body'",
-        ),
-        (
-            {"method": "'sms'", "content": """'{"subject": "x"}'::jsonb"""},
-            "^template sms/immediate.txt needs 'content.body'",
-        ),
+        ({"type": "'milestone'", "content": """'{"subject": "x"}'::jsonb"""},
+         "^template email/milestone.html needs 'content.body'"),
+        ({"method": "'sms'", "content": """'{"subject": "x"}'::jsonb"""},
+         "^template sms/immediate.txt needs 'content.body'"),
         ({"type": "'weekly'"}, "unknown notification_type 'weekly'"),
         ({"urgency": "'asap'"}, "unknown urgency_level 'asap'"),
         ({"delay": "-5"}, "schedule_delay_minutes must be zero or positive, got -5"),
@@ -157,7 +147,9 @@ def test_enqueue_rejects_inactive_recipient(db: psycopg.Connection[Any]) -> None
 def test_enqueue_rejects_group_of_another_owner(db: psycopg.Connection[Any]) -> None:
     mine, theirs = add_recipient(db), add_recipient(db, name="Bo")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="belong to different owners"):
-        db.execute(ENQUEUE_WITH_GROUP, (mine["recipient"], theirs["group"]))
+        db.execute(
+            ENQUEUE_WITH_GROUP, (mine["recipient"], theirs["group"])
+        )
 
 
 def test_idempotency_key_returns_the_first_job(
@@ -175,7 +167,9 @@ def test_idempotency_key_returns_the_first_job(
 def test_owner_reads_own_jobs_and_nobody_else_does(db: psycopg.Connection[Any]) -> None:
     mine, theirs = add_recipient(db), add_recipient(db, name="Bo")
     for ids in (mine, theirs):
-        db.execute(ENQUEUE_WITH_GROUP, (ids["recipient"], ids["group"]))
+        db.execute(
+            ENQUEUE_WITH_GROUP, (ids["recipient"], ids["group"])
+        )
     db.execute(
         "insert into notification_preferences_cache (recipient_id, is_muted) values (%s, false)",
         (theirs["recipient"],),
@@ -227,7 +221,9 @@ def test_authenticated_user_cannot_enqueue_for_someone_elses_recipient(
 def test_owner_cancels_own_pending_job_only(db: psycopg.Connection[Any]) -> None:
     mine, theirs = add_recipient(db), add_recipient(db, name="Bo")
     jobs = {
-        name: db.execute(ENQUEUE_FOR_RECIPIENT + " as id", (ids["recipient"],)).fetchone()["id"]  # type: ignore[index]
+        name: db.execute(
+            ENQUEUE_FOR_RECIPIENT + " as id", (ids["recipient"],)
+        ).fetchone()["id"]  # type: ignore[index]
         for name, ids in (("mine", mine), ("theirs", theirs))
     }
     with as_role(db, "authenticated", mine["owner"]):

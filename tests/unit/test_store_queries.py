@@ -16,9 +16,7 @@ STORE = Path(queries.__file__).parent
 
 
 def test_a_query_is_read_under_its_header_with_its_comment() -> None:
-    text = (
-        "-- intro\n\n-- one --\n-- what one is for\nselect 1\n\n-- two --\n-- for two\nselect 2\n"
-    )
+    text = "-- intro\n\n-- one --\n-- what one is for\nselect 1\n\n-- two --\n-- for two\nselect 2\n"
     assert parse(text) == {"one": "-- what one is for\nselect 1", "two": "-- for two\nselect 2"}
 
 
@@ -49,9 +47,7 @@ def test_no_sql_is_run_outside_the_store() -> None:
     operations = STORE.parent / "operations"
     for path in operations.glob("*.py"):
         text = path.read_text()
-        assert not re.search(r"\bconn\w*\.execute\(|\bfrom (notification_|notifier_)", text), (
-            path.name
-        )
+        assert not re.search(r"\bconn\w*\.execute\(|\bfrom (notification_|notifier_)", text), path.name
 
 
 def test_every_status_is_finished_or_not_and_never_both() -> None:
