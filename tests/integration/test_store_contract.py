@@ -1,8 +1,8 @@
-"""Every SQL function `JobStore` and `FeedbackStore` call exists in the migrated database with exactly the named
-arguments the store passes (any it does not pass have defaults).
+"""Every SQL function `JobStore` and `FeedbackStore` call exists in the migrated database with
+exactly the named arguments the store passes (any it does not pass have defaults).
 
-The methods come from introspecting the store classes, and their arguments are built from the type
-hints, so a new method is covered without touching this test; one that cannot be exercised
+The methods come from introspecting the store classes, and their arguments are built from the
+type hints, so a new method is covered without touching this test; one that cannot be exercised
 fails it. This is what PostgREST needs too: it picks a function by its argument names.
 """
 
