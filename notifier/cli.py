@@ -314,11 +314,14 @@ def handback(timeout: float) -> None:
 
 
 def _add_operations_commands() -> None:
-    """web, status, pause, resume, retry, cancel, export, cleanup (operations/commands.py)."""
+    """web, status, pause, resume, retry, cancel, export, cleanup (operations/commands.py),
+    suppressions (operations/suppressions.py)."""
     from notifier.operations.commands import COMMANDS
+    from notifier.operations.suppressions import suppressions
 
     for command in COMMANDS:
         main.add_command(command)
+    main.add_command(suppressions)
 
 
 _add_operations_commands()

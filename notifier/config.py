@@ -6,11 +6,23 @@ with one line that names the variable, so a process stops before doing any work.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notifier.errors import ConfigError
@@ -63,6 +75,12 @@ class Settings(BaseSettings):
         None, validation_alias=_env("TWILIO_STATUS_CALLBACK_URL")
     )
     unsubscribe_url_base: str | None = Field(None, validation_alias=_env("UNSUBSCRIBE_URL_BASE"))
+    # Delivery feedback: the base64 public key of SendGrid's signed Event Webhook, and the
+    # external base URL of `notifier web` (webhook and unsubscribe links are built from it).
+    sendgrid_webhook_public_key: str | None = Field(
+        None, validation_alias=_env("SENDGRID_WEBHOOK_PUBLIC_KEY")
+    )
+    public_url: str | None = Field(None, validation_alias=_env("NOTIFIER_PUBLIC_URL"))
 
     port: int = Field(8000, ge=1, le=65535, validation_alias=_env("PORT"))
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
@@ -129,6 +147,36 @@ class Settings(BaseSettings):
         3600, ge=60, le=7 * 24 * 3600, validation_alias=_env("NOTIFIER_METRICS_WINDOW_SECONDS")
     )
 
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value.strip())
+        plain_base = not (parts.query or parts.fragment)
+        if parts.scheme not in ("http", "https") or not parts.netloc or not plain_base:
+            raise ValueError(
+                "NOTIFIER_PUBLIC_URL is malformed: it must be an http(s) URL without query, "
+                "e.g. https://notifier.example.com"
+            )
+        return value.strip().rstrip("/")
+
+    @field_validator("sendgrid_webhook_public_key")
+    @classmethod
+    def _check_public_key(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            key = load_der_public_key(base64.b64decode(value.strip(), validate=True))
+        except (ValueError, binascii.Error, UnsupportedAlgorithm):
+            key = None
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise ValueError(
+                "SENDGRID_WEBHOOK_PUBLIC_KEY is malformed: it must be the base64 ECDSA public "
+                "key shown in SendGrid's Event Webhook settings"
+            )
+        return value.strip()
+
     @model_validator(mode="after")
     def _check_across_fields(self) -> Settings:
         if self.lease_seconds <= 3 * self.provider_timeout:
@@ -174,6 +222,20 @@ class Settings(BaseSettings):
         in waves of NOTIFIER_SEND_CONCURRENCY, at twice the provider timeout plus margins."""
         waves = -(-self.rq_job_size // self.send_concurrency)
         return int(waves * (2 * self.provider_timeout + 5) + 60)
+
+    @property
+    def resolved_status_callback_url(self) -> str | None:
+        """TWILIO_STATUS_CALLBACK_URL, or notifier's own webhook under NOTIFIER_PUBLIC_URL."""
+        if self.twilio_status_callback_url:
+            return self.twilio_status_callback_url
+        return f"{self.public_url}/webhooks/twilio" if self.public_url else None
+
+    @property
+    def resolved_unsubscribe_url_base(self) -> str | None:
+        """UNSUBSCRIBE_URL_BASE, or notifier's own unsubscribe page under NOTIFIER_PUBLIC_URL."""
+        if self.unsubscribe_url_base:
+            return self.unsubscribe_url_base
+        return f"{self.public_url}/unsubscribe" if self.public_url else None
 
     @property
     def resolved_email_provider(self) -> EmailProviderName | None:

@@ -69,9 +69,13 @@ class PermanentDeliveryError(DeliveryError):
         *,
         code: str | None = None,
         log_status: FailureLogStatus = FailureLogStatus.FAILED,
+        suppress: str | None = None,
     ) -> None:
         super().__init__(message, code=code)
         self.log_status = log_status
+        # Why the address must never be sent to again (`stop (21610)`), when the provider's
+        # answer says so: delivery then adds it to the suppression list.
+        self.suppress = suppress
 
     @property
     def bad_address(self) -> bool:

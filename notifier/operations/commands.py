@@ -70,12 +70,15 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> dat
 
 @click.command()
 def web() -> None:
-    """Serve /health, /health/redis and /metrics on PORT (default 8000).
+    """Serve /health, /health/redis, /metrics, the provider webhooks and the unsubscribe page
+    on PORT (default 8000).
 
     \b
     GET /health         200 healthy or degraded, 503 unhealthy (Redis or Postgres down)
     GET /health/redis   200 only when healthy; queues, workers, breakers, backlog
     GET /metrics        Prometheus text format (OpenMetrics if asked for)
+    POST /webhooks/sendgrid, /webhooks/twilio   signed delivery events (see the README)
+    GET|POST /unsubscribe/<token>               confirmation page / one-click unsubscribe
     Stops gracefully on SIGTERM. Examples:
       notifier web
       PORT=9100 notifier web

@@ -128,9 +128,21 @@ def degraded_reasons(obs: Observation, settings: Settings) -> list[str]:
             since = _iso(backlog.paused_at) or "an unknown time"
             by = f" by {backlog.paused_by}" if backlog.paused_by else ""
             why = f" ({backlog.paused_reason})" if backlog.paused_reason else ""
+            if backlog.handed_back:
+                reasons.append(
+                    f"Claiming is paused since {since}{by}{why}: the queue is handed back to the "
+                    "original worker (`notifier handback`); `notifier adopt` takes it over again."
+                )
+            else:
+                reasons.append(
+                    f"Claiming is paused since {since}{by}{why}: no new jobs are handed to "
+                    "workers until `notifier resume`."
+                )
+        if backlog.parked_digest_schedules:
             reasons.append(
-                f"Claiming is paused since {since}{by}{why}: no new jobs are handed to workers "
-                "until `notifier resume`."
+                f"{backlog.parked_digest_schedules:,} digest schedule(s) are parked "
+                "(digest_settings.last_error): their recipients get each notification on its "
+                "own until the schedule is corrected (docs/digests.md, Parked schedules)."
             )
         if backlog.due_now > settings.health_max_backlog:
             reasons.append(

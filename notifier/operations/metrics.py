@@ -250,6 +250,25 @@ def _database_metrics(snapshot: Snapshot, window: str) -> Iterator[Metric]:
         duration.add_metric([provider], histogram.buckets, histogram.total)
     yield duration
 
+    feedback = GaugeMetricFamily(
+        "notifier_feedback_events",
+        f"Provider events (signed webhooks) recorded for {window}, by method, event (bounce, "
+        "spamreport, unsubscribe, undelivered, ...) and the delivery-log status they added",
+        labels=["method", "event", "status"],
+    )
+    for item in activity.feedback:
+        feedback.add_metric([item.method, item.event, item.status], float(item.count))
+    yield feedback
+    suppressed = GaugeMetricFamily(
+        "notifier_suppressed_addresses",
+        "Addresses on the suppression list, by channel and source (sendgrid, twilio, "
+        "one-click, operator)",
+        labels=["channel", "source"],
+    )
+    for (channel, source), count in sorted((activity.suppressions or {}).items()):
+        suppressed.add_metric([channel, source], float(count))
+    yield suppressed
+
 
 def _fill(metric: GaugeMetricFamily, counts: Counts, statuses: tuple[JobStatus, ...]) -> None:
     """Every (status, method) pair, zero when absent, so series do not vanish between scrapes."""

@@ -95,6 +95,8 @@ def _database_part(snapshot: Snapshot) -> dict[str, Any]:
             "paused_by": backlog.paused_by,
             "reason": backlog.paused_reason,
         },
+        "handed_back": backlog.handed_back,
+        "parked_digest_schedules": backlog.parked_digest_schedules,
         "in_flight": {"queued": backlog.queued, "processing": backlog.processing},
         "jobs": jobs,
         "backlog": {
@@ -117,7 +119,25 @@ def _database_part(snapshot: Snapshot) -> dict[str, Any]:
             "provider_ms": _avg_p95(times.provider_avg_ms, times.provider_p95_ms),
             "scheduled_to_sent_ms": _avg_p95(times.latency_avg_ms, times.latency_p95_ms),
         },
+        "feedback_24h": _feedback(overview.feedback_24h),
+        "suppressed": _by_channel(overview.suppressions or {}),
     }
+
+
+def _feedback(items: tuple[Any, ...]) -> dict[str, dict[str, int]]:
+    """Provider events of the last 24 h, method → event → count (bounce, spamreport, ...)."""
+    by_method: dict[str, dict[str, int]] = {}
+    for item in items:
+        events = by_method.setdefault(item.method, {})
+        events[item.event] = events.get(item.event, 0) + item.count
+    return by_method
+
+
+def _by_channel(counts: dict[tuple[str, str], int]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for (channel, _source), count in counts.items():
+        totals[channel] = totals.get(channel, 0) + count
+    return totals
 
 
 def _redis_part(state: RedisState, now: datetime) -> dict[str, Any]:
@@ -158,10 +178,16 @@ def render(report: dict[str, Any]) -> str:
             pause = report["pause"]
             by = f" by {pause['paused_by']}" if pause["paused_by"] else ""
             why = f" ({pause['reason']})" if pause["reason"] else ""
-            lines.append(f"claiming: PAUSED since {pause['paused_at']}{by}{why}")
+            handed = " (handed back to the original worker)" if report["handed_back"] else ""
+            lines.append(f"claiming: PAUSED since {pause['paused_at']}{by}{why}{handed}")
             lines.append(f"still in flight (draining): {in_flight}")
         else:
             lines.append(f"claiming: active; in flight: {in_flight}")
+        if report["parked_digest_schedules"]:
+            lines.append(
+                f"digest schedules parked: {report['parked_digest_schedules']} "
+                "(digest_settings.last_error; see docs/digests.md)"
+            )
         lines += ["", *_table(report["jobs"])]
         backlog = report["backlog"]
         due = ", ".join(
@@ -183,6 +209,19 @@ def render(report: dict[str, Any]) -> str:
             f"  scheduled → sent   avg {_fmt_ms(day['scheduled_to_sent_ms']['avg'])}, "
             f"p95 {_fmt_ms(day['scheduled_to_sent_ms']['p95'])}",
         ]
+        for method, events in sorted(report["feedback_24h"].items()):
+            told = ", ".join(f"{n} {event}" for event, n in sorted(events.items()))
+            lines.append(f"  provider events ({method}): {told}")
+        suppressed = report["suppressed"]
+        total = sum(suppressed.values())
+        lines.append(
+            f"suppressed addresses: {total}"
+            + (
+                " (" + ", ".join(f"{c} {n}" for c, n in sorted(suppressed.items())) + ")"
+                if total
+                else ""
+            )
+        )
     if "workers" in report:
         lines += ["", f"workers: {len(report['workers'])}"]
         for w in report["workers"]:

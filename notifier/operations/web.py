@@ -1,6 +1,8 @@
-"""`notifier web`: `/health`, `/health/redis` and `/metrics`, served by waitress.
+"""`notifier web`: `/health`, `/health/redis`, `/metrics`, and the delivery-feedback routes
+(`/webhooks/sendgrid`, `/webhooks/twilio`, `/unsubscribe/<token>`, in feedback_web.py), served
+by waitress.
 
-A plain WSGI app: three read-only routes need no framework. waitress is a small, pure-Python,
+A plain WSGI app: a handful of routes need no framework. waitress is a small, pure-Python,
 well-kept WSGI server with a thread pool, so a probe waiting on a hanging Redis never blocks
 another request. Every body passes through the `Redactor` before it leaves, so no configured
 password, key or token can appear in an answer, even inside a driver's error message.
@@ -11,6 +13,7 @@ finish (up to STOP_GRACE_SECONDS), then exits 0.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -26,6 +29,7 @@ from waitress import create_server, wasyncore  # type: ignore[import-untyped]
 
 from notifier.config import Settings
 from notifier.log import event
+from notifier.operations.feedback_web import BodyTooLarge, FeedbackRoutes
 from notifier.operations.health import health_body, observe, redis_health_body
 from notifier.operations.metrics import build_registry
 from notifier.redaction import Redactor, plain
@@ -34,8 +38,12 @@ logger = logging.getLogger("notifier.operations.web")
 STOP_GRACE_SECONDS = 5.0
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Response = tuple[int, list[tuple[str, str]], bytes]
-_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+            404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
             500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
+READ = ("GET", "HEAD")
+Handler = Callable[[dict[str, Any]], Response]
+UNSUBSCRIBE_PREFIX = "/unsubscribe/"
 
 
 class WebApp:
@@ -47,25 +55,43 @@ class WebApp:
         self._registry = build_registry(settings)
         token = plain(settings.web_token)
         self._token = None if token is None else token.encode("utf-8")
-        self._routes: dict[str, Callable[[dict[str, Any]], Response]] = {
-            "/health": self._health,
-            "/health/redis": self._health_redis,
-            "/metrics": self._metrics,
-            "/": self._index,
+        self._feedback = FeedbackRoutes(settings)
+        # path → (handler, the methods it answers)
+        self._routes: dict[str, tuple[Handler, tuple[str, ...]]] = {
+            "/health": (self._health, READ),
+            "/health/redis": (self._health_redis, READ),
+            "/metrics": (self._metrics, READ),
+            "/webhooks/sendgrid": (self._feedback.sendgrid, ("POST",)),
+            "/webhooks/twilio": (self._feedback.twilio, ("POST",)),
+            "/webhooks/twilio/inbound": (self._feedback.twilio_inbound, ("POST",)),
+            "/": (self._index, READ),
         }
+
+    def _route(self, path: str) -> tuple[Handler, tuple[str, ...]] | None:
+        """The handler for a path: a fixed route, or `/unsubscribe/<preference_token>`."""
+        if path.startswith(UNSUBSCRIBE_PREFIX):
+            token = path[len(UNSUBSCRIBE_PREFIX) :].rstrip("/")
+            if token and "/" not in token:
+                return functools.partial(self._feedback.unsubscribe, token=token), (*READ, "POST")
+            return None
+        return self._routes.get(path.rstrip("/") or "/")
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.monotonic()
         path = environ.get("PATH_INFO") or "/"
-        route = self._routes.get(path.rstrip("/") or "/")
-        if route is None:
+        found = self._route(path)
+        if found is None:
             status, headers, body = self._json(404, {"error": f"no such path: {path[:100]}"})
-        elif environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            status, headers, body = self._json(405, {"error": "only GET and HEAD are allowed"})
-            headers.append(("Allow", "GET, HEAD"))
+        elif environ.get("REQUEST_METHOD") not in found[1]:
+            allowed = ", ".join(found[1])
+            status, headers, body = self._json(405, {"error": f"only {allowed} allowed here"})
+            headers.append(("Allow", allowed))
         else:
+            route = found[0]
             try:
                 status, headers, body = route(environ)
+            except BodyTooLarge:
+                status, headers, body = self._json(413, {"error": "the request body is too large"})
             except Exception:
                 logger.exception("web_request_failed", extra={"notifier_fields": {"path": path}})
                 status, headers, body = self._json(500, {"error": "internal error; see the log"})
@@ -76,11 +102,15 @@ class WebApp:
             logger,
             "web_request",
             logging.DEBUG,
-            path=path[:100],
+            path=_loggable(path),
             status=status,
             duration_ms=int((time.monotonic() - started) * 1000),
         )
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    def close(self) -> None:
+        """Release what the routes opened (the feedback routes' database pool)."""
+        self._feedback.close()
 
     def _authorized(self, environ: dict[str, Any]) -> bool:
         """No NOTIFIER_WEB_TOKEN, or the request carries it as a bearer token."""
@@ -117,8 +147,7 @@ class WebApp:
         return 200, [("Content-Type", content_type)], encoder(self._registry)
 
     def _index(self, environ: dict[str, Any]) -> Response:
-        return self._json(200, {"service": "notifier", "paths": ["/health", "/health/redis",
-                                                                 "/metrics"]})  # fmt: skip
+        return self._json(200, {"service": "notifier", "paths": sorted(self._routes)})
 
     def _json(self, status: int, body: dict[str, Any]) -> Response:
         # Values are redacted before serialisation: JSON escapes a quote, a backslash or (with
@@ -126,6 +155,13 @@ class WebApp:
         # the serialised text.
         payload = json.dumps(self._redact.value(body), default=str).encode("utf-8")
         return status, [("Content-Type", "application/json")], payload
+
+
+def _loggable(path: str) -> str:
+    """The path for the log, without an unsubscribe token (it unsubscribes whoever has it)."""
+    if path.startswith(UNSUBSCRIBE_PREFIX):
+        return UNSUBSCRIBE_PREFIX + "<token>"
+    return path[:100]
 
 
 def make_server(settings: Settings) -> Any:
@@ -156,6 +192,9 @@ def serve(settings: Settings) -> int:
     port = int(server.effective_port)
     event(logger, "web_started", host=settings.web_host, port=port, threads=settings.web_threads)
     run_until(server, stopping)
+    close = getattr(server.application, "close", None)  # the WebApp, unless wrapped
+    if close is not None:
+        close()
     event(logger, "web_stopped")
     return 0
 

@@ -31,6 +31,7 @@ from notifier.pipeline.render import Renderer, list_unsubscribe_headers
 from notifier.providers.addresses import is_e164, is_email_address, normalize_phone
 from notifier.providers.base import EmailMessage, Message, Provider, TextMessage
 from notifier.store import Claim, JobContext, JobStore
+from notifier.store.feedback import FeedbackStore
 
 logger = logging.getLogger("notifier.pipeline.delivery")
 
@@ -113,12 +114,14 @@ class Deliverer:
         breakers: Mapping[str, ProviderBreaker],
         renderer: Renderer,
         policy: DeliveryPolicy,
+        feedback: FeedbackStore | None = None,
     ) -> None:
         self._store = store
         self._providers = providers
         self._breakers = breakers
         self._renderer = renderer
         self._policy = policy
+        self._feedback = feedback  # where a provider's "never send here again" is recorded
 
     def deliver_batch(self, claims: list[Claim]) -> dict[str, int]:
         """Deliver every claim whose lease is still current; returns counts by outcome.
@@ -137,6 +140,8 @@ class Deliverer:
         """Start the claim's attempt (fenced by its token) and deliver it; returns the outcome."""
         started = self._store.start_attempts([claim], self._policy.lease_seconds)
         if not started:
+            # A stale or duplicate copy, or a job to a suppressed address, which the start
+            # itself skipped (its failure_reason and `blocked` log row say so).
             event(logger, "stale_claim_dropped", logging.WARNING, job_id=claim.job_id)
             return Outcome.STALE
         return self.deliver_one(started[0])
@@ -286,6 +291,8 @@ class Deliverer:
             recorded = self._store.fail(
                 job, name, error.code, error.message, duration, error.log_status
             )
+            if error.suppress:
+                self._suppress(job, message, name, error.suppress)
             return self._outcome(
                 Outcome.FAILED,
                 recorded,
@@ -318,6 +325,27 @@ class Deliverer:
             message_id=receipt.message_id,
         )
         return Outcome.SENT
+
+    def _suppress(self, job: JobContext, message: Message, provider: str, reason: str) -> None:
+        """Suppress the address the provider refused for good (a Twilio STOP, an invalid
+        number), so the next job to it is skipped where it starts. Best effort: the failure is
+        already recorded, and a lost suppression only costs one more refused request."""
+        if self._feedback is None:
+            return
+        channel = message.channel if isinstance(message, TextMessage) else "email"
+        try:
+            added = self._feedback.add_suppression(channel, message.to, reason, source=provider)
+        except Exception as error:
+            event(
+                logger,
+                "suppression_not_recorded",
+                logging.ERROR,
+                job_id=job.job_id,
+                error=f"{type(error).__name__}: {error}",
+            )
+            return
+        if added:
+            event(logger, "address_suppressed", job_id=job.job_id, channel=channel, reason=reason)
 
     def _unknown(self, job: JobContext, provider: str, message: str, duration: int) -> Outcome:
         status = self._store.record_unknown_outcome(

@@ -12,6 +12,7 @@ from notifier.pipeline.queues import redis_connection
 from notifier.pipeline.render import Renderer, default_template_dir
 from notifier.store import JobStore
 from notifier.store.backend import backend, open_caller
+from notifier.store.feedback import FeedbackStore
 
 
 def build_store(
@@ -69,9 +70,10 @@ def build_deliverer(settings: Settings) -> Deliverer:
         backoff_base_seconds=settings.backoff_base_seconds,
         backoff_cap_seconds=settings.backoff_cap_seconds,
         send_concurrency=settings.send_concurrency,
-        unsubscribe_url_base=settings.unsubscribe_url_base,
+        unsubscribe_url_base=settings.resolved_unsubscribe_url_base,
         unknown_outcome=settings.unknown_outcome,
     )
-    # One connection per sending thread, so no thread waits on the pool mid-delivery.
-    store = build_store(settings, pool_size=settings.send_concurrency + 1)
-    return Deliverer(store, providers, breakers, renderer, policy)
+    # One connection per sending thread, so no thread waits on the pool mid-delivery; the
+    # feedback store (suppressions after a refusal) shares the pool.
+    caller = open_caller(settings, pool_size=settings.send_concurrency + 1)
+    return Deliverer(JobStore(caller), providers, breakers, renderer, policy, FeedbackStore(caller))

@@ -65,7 +65,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             from_number=settings.twilio_from_number,
             messaging_service_sid=settings.twilio_messaging_service_sid,
             base_url=settings.twilio_api_base,
-            status_callback_url=settings.twilio_status_callback_url,
+            status_callback_url=settings.resolved_status_callback_url,
             timeout=settings.provider_timeout,
         )
     return {"email": email, "sms": text, "whatsapp": text}

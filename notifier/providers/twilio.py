@@ -50,6 +50,16 @@ PERMANENT_CODES: dict[int, tuple[str, str, FailureLogStatus]] = {
     30006: ("could not deliver the message", "landline or unreachable carrier", _BOUNCED),
     30007: ("could not deliver the message", "filtered as spam by the carrier", _FAILED),
 }
+# Codes after which the number is suppressed (notification_suppressions), with the reason's
+# words: an opt-out, or a number that can never receive. Whether on the send itself or in a
+# status callback (notifier/feedback/twilio_status.py).
+SUPPRESSING_CODES: dict[int, str] = {
+    21610: "stop",
+    21211: "invalid number",
+    21614: "not a mobile number",
+    30005: "unknown handset",
+    30006: "landline or unreachable carrier",
+}
 TRANSIENT_CODES: dict[int, tuple[str, str]] = {
     20429: ("is rate limiting requests", "too many requests"),
     30001: ("could not deliver the message yet", "queue overflow"),
@@ -243,7 +253,10 @@ def classify_twilio_error(
     if twilio_code in PERMANENT_CODES:
         what, phrase, log_status = PERMANENT_CODES[twilio_code]
         return PermanentDeliveryError(
-            f"Twilio {what}: {twilio_code} {phrase}", code=str(twilio_code), log_status=log_status
+            f"Twilio {what}: {twilio_code} {phrase}",
+            code=str(twilio_code),
+            log_status=log_status,
+            suppress=suppression_reason(twilio_code),
         )
     text = f"Twilio rejected the message ({status} {status_phrase(status)})"
     if twilio_code is not None or detail:
@@ -251,6 +264,14 @@ def classify_twilio_error(
     if status in _HINTS:
         text += f"; {_HINTS[status]}"
     return PermanentDeliveryError(text, code=str(twilio_code or status))
+
+
+def suppression_reason(code: object) -> str | None:
+    """`stop (21610)` for a code after which the number is suppressed, else None."""
+    twilio_code = _as_int(code)
+    if twilio_code not in SUPPRESSING_CODES:
+        return None
+    return f"{SUPPRESSING_CODES[twilio_code]} ({twilio_code})"
 
 
 def _exception_text(exc: TwilioRestException | TwilioServiceException) -> str | None:

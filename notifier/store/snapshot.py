@@ -40,6 +40,10 @@ class Backlog:
     paused_at: datetime | None
     paused_by: str | None
     paused_reason: str | None
+    # Paused by `notifier handback`: the original worker owns the queue (resume is refused).
+    handed_back: bool = False
+    # Active digest schedules the pass parked (digest_settings.last_error): never due.
+    parked_digest_schedules: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +98,16 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Feedback:
+    """Provider events (webhooks) of one method, event and the log status they added."""
+
+    method: str
+    event: str
+    status: str
+    count: int
+
+
+@dataclass(frozen=True)
 class Activity:
     """The jobs not finished now and the deliveries over a recent window (for /metrics)."""
 
@@ -102,6 +116,8 @@ class Activity:
     deliveries: tuple[Delivery, ...]
     latency: dict[str, Histogram]  # provider → scheduled_for → accepted
     duration: dict[str, Histogram]  # provider → provider request time
+    feedback: tuple[Feedback, ...] = ()  # provider events in the window
+    suppressions: dict[tuple[str, str], int] | None = None  # (channel, source) → addresses
 
 
 @dataclass(frozen=True)
@@ -122,11 +138,14 @@ class DeliveryTimes:
 
 @dataclass(frozen=True)
 class Overview:
-    """The whole job table by status and method, why jobs failed, how fast deliveries were."""
+    """The whole job table by status and method, why jobs failed, how fast deliveries were,
+    what the providers reported back in 24 h and how many addresses are suppressed."""
 
     jobs: Counts
     top_failure_reasons: tuple[FailureReason, ...]
     delivery_times: DeliveryTimes
+    feedback_24h: tuple[Feedback, ...] = ()
+    suppressions: dict[tuple[str, str], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +212,8 @@ def _backlog(row: dict[str, Any]) -> Backlog:
         paused_at=_timestamp(row["paused_at"]),
         paused_by=row["paused_by"],
         paused_reason=row["paused_reason"],
+        handed_back=bool(row.get("handed_back")),
+        parked_digest_schedules=int(row.get("parked_digest_schedules") or 0),
     )
 
 
@@ -215,6 +236,8 @@ def _activity(parts: dict[str, Any]) -> Activity:
         deliveries=deliveries,
         latency=_histograms(parts["latency"]),
         duration=_histograms(parts["duration"]),
+        feedback=_feedback(parts["feedback"]),
+        suppressions=_suppressions(parts["suppressions"]),
     )
 
 
@@ -231,7 +254,17 @@ def _overview(parts: dict[str, Any]) -> Overview:
             latency_avg_ms=_float(times.get("latency_avg_ms")),
             latency_p95_ms=_float(times.get("latency_p95_ms")),
         ),
+        feedback_24h=_feedback(parts["feedback_24h"]),
+        suppressions=_suppressions(parts["suppressions"]),
     )
+
+
+def _feedback(rows: list[dict[str, Any]]) -> tuple[Feedback, ...]:
+    return tuple(Feedback(r["method"], r["event"], r["status"], int(r["n"])) for r in rows)
+
+
+def _suppressions(rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    return {(str(r["channel"]), str(r["source"])): int(r["n"]) for r in rows}
 
 
 def _counts(rows: list[dict[str, Any]]) -> Counts:

@@ -51,6 +51,9 @@ def running_web(settings: Settings) -> Iterator[str]:
         stop.set()
         server.pull_trigger()
         thread.join(timeout=10)
+        close = getattr(server.application, "close", None)
+        if close is not None:
+            close()
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""Every SQL function `JobStore` calls exists in the migrated database with exactly the named
-arguments the store passes (any it does not pass have defaults).
+"""Every SQL function `JobStore` and `FeedbackStore` call exists in the migrated database with
+exactly the named arguments the store passes (any it does not pass have defaults).
 
-The methods come from introspecting `JobStore`, and their arguments are built from the type
-hints, so a new method is covered without touching this test; one that cannot be exercised
+The methods come from introspecting the store classes, and their arguments are built from the
+type hints, so a new method is covered without touching this test; one that cannot be exercised
 fails it. This is what PostgREST needs too: it picks a function by its argument names.
 """
 
@@ -18,8 +18,10 @@ from typing import Any
 import psycopg
 
 from notifier.store import JobStore
+from notifier.store.feedback import FeedbackStore
 
-# Public JobStore methods that call no SQL function.
+STORES: tuple[type[Any], ...] = (JobStore, FeedbackStore)
+# Public store methods that call no SQL function.
 NOT_SQL = {"close"}
 # A sample value per plain type; containers, unions and dataclasses are built from these.
 SAMPLES: dict[Any, Any] = {
@@ -65,18 +67,18 @@ def sample(hint: Any) -> Any:
     raise LookupError(f"no sample value for {hint!r}: add one to SAMPLES")
 
 
-def public_methods() -> list[str]:
+def public_methods(store: type[Any] = JobStore) -> list[str]:
     return sorted(
-        name for name, _member in inspect.getmembers(JobStore, inspect.isfunction)
+        name for name, _member in inspect.getmembers(store, inspect.isfunction)
         if not name.startswith("_")
     )  # fmt: skip
 
 
-def calls_of(method: str) -> list[Call]:
+def calls_of(method: str, store: type[Any] = JobStore) -> list[Call]:
     """Call `method` with a sample for every argument that has no default; its SQL calls."""
     recorder = RecordingCaller()
-    bound = getattr(JobStore(recorder), method)
-    hints = typing.get_type_hints(getattr(JobStore, method))
+    bound = getattr(store(recorder), method)
+    hints = typing.get_type_hints(getattr(store, method))
     arguments = {
         name: sample(hints[name])
         for name, parameter in inspect.signature(bound).parameters.items()
@@ -89,6 +91,7 @@ def calls_of(method: str) -> list[Call]:
 def test_the_store_is_introspected_not_listed() -> None:
     methods = public_methods()
     assert {"claim", "complete", "handed_back", "job_statuses", "set_paused"} <= set(methods)
+    assert {"record_events", "add_suppression", "unsubscribe"} <= set(public_methods(FeedbackStore))
 
 
 def test_every_function_the_store_calls_exists_with_exactly_those_arguments(
@@ -96,19 +99,21 @@ def test_every_function_the_store_calls_exists_with_exactly_those_arguments(
 ) -> None:
     problems: list[str] = []
     checked: set[Call] = set()
-    for method in public_methods():
-        if method in NOT_SQL:
-            continue
-        try:
-            calls = calls_of(method)
-        except Exception as error:
-            problems.append(f"JobStore.{method} could not be exercised: {error!r}")
-            continue
-        if not calls:
-            problems.append(f"JobStore.{method} called no SQL function (add it to NOT_SQL?)")
-        for function, names in calls:
-            checked.add((function, names))
-            problems += signature_problems(db, method, function, names)
+    for store in STORES:
+        for method in public_methods(store):
+            if method in NOT_SQL:
+                continue
+            where = f"{store.__name__}.{method}"
+            try:
+                calls = calls_of(method, store)
+            except Exception as error:
+                problems.append(f"{where} could not be exercised: {error!r}")
+                continue
+            if not calls:
+                problems.append(f"{where} called no SQL function (add it to NOT_SQL?)")
+            for function, names in calls:
+                checked.add((function, names))
+                problems += signature_problems(db, where, function, names)
     assert not problems, "\n".join(problems)
     assert checked, "no SQL function was called"
 
@@ -124,7 +129,7 @@ def signature_problems(
         "  from pg_proc p where p.proname = %s and p.pronamespace = 'public'::regnamespace",
         (function,),
     ).fetchall()
-    where = f"JobStore.{method} → {function}"
+    where = f"{method} → {function}"
     if len(rows) != 1:
         return [f"{where}: expected exactly one such function, found {len(rows)}"]
     row = rows[0]

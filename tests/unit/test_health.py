@@ -128,3 +128,17 @@ def test_concurrent_probes_of_one_dependency_share_one_run() -> None:
     assert runs == [1]  # the answer, fresh enough, is reused
     assert run_probes({"x": task}, 1.0, reuse_seconds=0)["x"].value == "answer"
     assert runs == [1, 1]
+
+
+def test_a_handed_back_queue_is_not_told_to_resume_and_parked_schedules_are_named() -> None:
+    paused = {"paused": True, "paused_at": NOW, "paused_by": "ops@host"}
+    operator = health_body(observe(redis_state(), backlog(**paused)), SETTINGS)[1]["checks"]
+    assert operator == [
+        "Claiming is paused since 2026-11-24T12:00:00+00:00 by ops@host: no new jobs are handed "
+        "to workers until `notifier resume`."
+    ]
+    handed = backlog(**paused, handed_back=True, parked_digest_schedules=2)
+    checks = health_body(observe(redis_state(), handed), SETTINGS)[1]["checks"]
+    assert "`notifier resume`" not in checks[0]
+    assert "handed back to the original worker (`notifier handback`)" in checks[0]
+    assert checks[1].startswith("2 digest schedule(s) are parked (digest_settings.last_error)")

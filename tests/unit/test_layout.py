@@ -21,11 +21,13 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"config", "errors", "log", "redaction", "store", "schema.migrate"},
     "providers": {"config", "errors", "log", "providers"},
     "pipeline": {"config", "errors", "log", "store", "providers", "pipeline"},
+    # Pure event mapping: a provider's own code table is the provider's knowledge.
+    "feedback": {"config", "errors", "log", "providers", "feedback"},
     "digests": {"config", "errors", "log", "store", "digests"},
     "schema": {"config", "errors", "log", "store", "schema"},
     "adoption": {"config", "errors", "log", "store", "adoption"},
     "operations": {
-        "config", "errors", "log", "redaction", "cli_common", "store", "operations",
+        "config", "errors", "log", "redaction", "cli_common", "store", "operations", "feedback",
         "providers.registry", "pipeline.breaker", "pipeline.queues",
     },
 }  # fmt: skip
