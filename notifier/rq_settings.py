@@ -1,8 +1,9 @@
 """Settings module for the stock RQ worker: `rq worker -c notifier.rq_settings`.
 
 RQ reads REDIS_URL, QUEUES (drained in this order: urgent first) and DICT_CONFIG from here.
-A missing or malformed setting, or a channel without a provider, stops the worker at start-up
-with one line naming the variables.
+A missing or malformed setting, a channel without a provider, a missing template directory or
+an unwritable outbox stops the worker at start-up (exit 2, before it registers) with one line
+naming the variable.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import sys
 from notifier.config import load_settings
 from notifier.errors import ConfigError
 from notifier.pipeline.queues import QUEUE_NAMES
+from notifier.pipeline.readiness import check_worker_can_deliver
 from notifier.providers.http import QUIET_SDK_LOGGERS
 
 try:
     _settings = load_settings()
-    _settings.require_database_url()
     REDIS_URL = _settings.require_redis_url()
-    # A worker sends: without a provider for a channel it must not start (console is opt-in).
-    _settings.require_providers()
+    # A worker sends: without a provider for a channel (console is opt-in), templates or a
+    # writable outbox it must not start, or it would look healthy while failing every job.
+    check_worker_can_deliver(_settings)
 except ConfigError as _error:
-    sys.exit(f"notifier: {_error}")
+    # Exit 2, like every `notifier` command with a bad setting.
+    print(f"notifier: {_error}", file=sys.stderr)
+    sys.exit(2)
 
 QUEUES = list(QUEUE_NAMES)
 _FORMATTERS = {"json": "JsonFormatter", "text": "TextFormatter"}

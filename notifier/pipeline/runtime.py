@@ -14,10 +14,13 @@ from notifier.store import JobStore
 from notifier.store.postgres import PostgresCaller
 
 
-def build_store(settings: Settings, *, pool_size: int | None = None) -> JobStore:
-    """The job store over DATABASE_URL."""
+def build_store(settings: Settings, *, pool_size: int) -> JobStore:
+    """The job store over DATABASE_URL, with as many connections as the process has threads
+    that use it (the process knows; a global setting could only be wrong for some of them)."""
     caller = PostgresCaller(
-        settings.require_database_url(), max_size=pool_size or settings.db_pool_size
+        settings.require_database_url(),
+        max_size=pool_size,
+        prepare=settings.prepared_statements,
     )
     return JobStore(caller)
 
