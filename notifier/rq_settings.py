@@ -15,6 +15,7 @@ from notifier.errors import ConfigError
 from notifier.pipeline.queues import QUEUE_NAMES
 from notifier.pipeline.readiness import check_worker_can_deliver
 from notifier.providers.http import QUIET_SDK_LOGGERS
+from notifier.redaction import secret_values
 
 try:
     _settings = load_settings()
@@ -34,10 +35,15 @@ DICT_CONFIG = {
     "version": 1,
     "disable_existing_loggers": False,  # without it rq's own log lines vanish
     "formatters": {"notifier": {"()": f"notifier.log.{_FORMATTERS[_settings.log_format]}"}},
+    # Every record, RQ's and psycopg-pool's included, is redacted before it is written.
+    "filters": {
+        "redact": {"()": "notifier.redaction.RedactionFilter", "secrets": secret_values(_settings)}
+    },
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
             "formatter": "notifier",
+            "filters": ["redact"],
             "stream": "ext://sys.stderr",
         }
     },

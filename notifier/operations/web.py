@@ -2,8 +2,9 @@
 
 A plain WSGI app: three read-only routes need no framework. waitress is a small, pure-Python,
 well-kept WSGI server with a thread pool, so a probe waiting on a hanging Redis never blocks
-another request. Every body passes through the `Redactor` before it leaves, so no configured
-password, key or token can appear in an answer, even inside a driver's error message.
+another request. Every body passes through the `Redactor` before it leaves, so no URL password,
+`password=` value or configured key can appear in an answer, even inside a driver's error
+message; no answer echoes the request path.
 
 SIGTERM / SIGINT stop it gracefully: it stops accepting at once, lets the requests in hand
 finish (up to STOP_GRACE_SECONDS), then exits 0.
@@ -59,7 +60,8 @@ class WebApp:
         path = environ.get("PATH_INFO") or "/"
         route = self._routes.get(path.rstrip("/") or "/")
         if route is None:
-            status, headers, body = self._json(404, {"error": f"no such path: {path[:100]}"})
+            # Never echo the path: an answer that redacts it would confirm a guessed secret.
+            status, headers, body = self._json(404, {"error": "no such path"})
         elif environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             status, headers, body = self._json(405, {"error": "only GET and HEAD are allowed"})
             headers.append(("Allow", "GET, HEAD"))
