@@ -117,11 +117,13 @@ def test_another_owners_id_and_a_missing_one_get_the_same_answer(
     answers = []
     for target in (existing, str(uuid.uuid4())):
         args = {"recipient": mine["recipient"], "group": None, "update": None, argument: target}
-        with session(db, "authenticated", {"role": "authenticated", "sub": mine["owner"]}):
-            with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
-                db.execute(
-                    ENQUEUE,
-                    (args["recipient"], args["group"], args["update"], Jsonb({"body": "hi"})),
-                )
+        claims = {"role": "authenticated", "sub": mine["owner"]}
+        with (
+            session(db, "authenticated", claims),
+            pytest.raises(psycopg.errors.InsufficientPrivilege) as refused,
+        ):
+            db.execute(
+                ENQUEUE, (args["recipient"], args["group"], args["update"], Jsonb({"body": "hi"}))
+            )
         answers.append(str(refused.value).replace(target, "<id>"))
     assert answers[0] == answers[1]
