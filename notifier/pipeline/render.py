@@ -27,9 +27,12 @@ from jinja2.utils import missing
 from markupsafe import Markup, escape
 
 from notifier.errors import ConfigError, PermanentDeliveryError, TemplateRenderError
+from notifier.pipeline.sms_length import fit_sms, sms_units
 
 NOTIFICATION_TYPES = ("immediate", "milestone", "digest")
-SMS_MAX_CHARS = 1600  # Twilio's limit for one message body (SMS and WhatsApp)
+# Twilio's limit for one message body (SMS and WhatsApp), measured in GSM-7 septets or UTF-16
+# units (`sms_length`), which never exceed the characters Twilio counts.
+SMS_MAX_CHARS = 1600
 SUBJECT_MAX_CHARS = 200
 # Content fields a job must carry (present, not null, not blank); everything else is optional.
 REQUIRED_CONTENT: Mapping[str, tuple[str, ...]] = {
@@ -120,11 +123,17 @@ class Renderer:
         message = self._render(name, ctx).strip()
         content = ctx["content"]
         body = content.get("body")
-        over = _sms_len(message) - SMS_MAX_CHARS
-        if over > 0 and isinstance(body, str) and _sms_len(body) > over:
-            short = _fit_sms(body, _sms_len(body) - over)
+        # Shorten the body by what the message is over, measured on the rendered message (its
+        # encoding may differ from the body's alone); a few rounds settle it.
+        budget = sms_units(body) if isinstance(body, str) else 0
+        for _ in range(4):
+            over = sms_units(message) - SMS_MAX_CHARS
+            if over <= 0 or not isinstance(body, str) or budget - over < 1:
+                break
+            budget -= over
+            short = fit_sms(body, budget)
             message = self._render(name, {**ctx, "content": {**content, "body": short}}).strip()
-        return _fit_sms(message, SMS_MAX_CHARS)
+        return fit_sms(message, SMS_MAX_CHARS)
 
     def _render(self, name: str, ctx: Mapping[str, Any]) -> str:
         try:
@@ -202,17 +211,6 @@ def _shorten(text: str, limit: int) -> str:
     if boundary > 0 and boundary >= len(cut) - 30:
         cut = cut[:boundary]
     return cut.rstrip() + "…"
-
-
-def _sms_len(text: str) -> int:
-    """UTF-16 code units, as a UCS-2 SMS counts them (an emoji is two); never below `len`."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _fit_sms(text: str, limit: int) -> str:
-    while (over := _sms_len(text) - limit) > 0:
-        text = _shorten(text, len(text) - over)
-    return text
 
 
 @jinja2.pass_eval_context
