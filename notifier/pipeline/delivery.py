@@ -28,7 +28,7 @@ from notifier.log import event
 from notifier.pipeline.breaker import CircuitOpenError, ProviderBreaker
 from notifier.pipeline.outcomes import RECORDED_EVENTS, Outcome, counts, log_level
 from notifier.pipeline.render import Renderer, list_unsubscribe_headers
-from notifier.providers.addresses import is_e164, is_email_address, normalize_phone
+from notifier.providers.addresses import email_address_problem, is_e164, normalize_phone
 from notifier.providers.base import EmailMessage, Message, Provider, TextMessage
 from notifier.store import Claim, JobContext, JobStore
 from notifier.store.jobs import unreadable_job
@@ -83,8 +83,11 @@ def no_contact(what: str) -> PermanentDeliveryError:
 def email_address(recipient: Mapping[str, Any]) -> str:
     """The recipient's email address, or `NO_CONTACT` (bounced) when there is none."""
     address = recipient.get("email")
-    if not is_email_address(address):
+    problem = email_address_problem(address)
+    if problem == "no email address":
         raise no_contact("recipient has no email address")
+    if problem is not None:
+        raise no_contact(f"recipient's email address is {problem}")
     return str(address)
 
 

@@ -151,8 +151,9 @@ class Renderer:
             raise TemplateRenderError(
                 f"template {name} needs {_missing_path(exc, ctx)!r}, which the job does not have"
             ) from exc
-        except (jinja2.TemplateError, TypeError, ValueError) as exc:
-            # Malformed job data (a number where a list belongs, ...): retrying cannot fix it.
+        except (jinja2.TemplateError, TypeError, ValueError, OverflowError) as exc:
+            # Malformed job data (a number where a list belongs, a date past year 9999 in the
+            # recipient's zone, ...): retrying cannot fix it.
             raise TemplateRenderError(f"template {name} could not be rendered: {exc}") from exc
 
 
@@ -184,7 +185,13 @@ def _prepare(notification_type: str, context: Mapping[str, Any], template: str) 
         default = f"Your digest: {extra['item_count']} {noun}"
     else:
         default = _DEFAULT_SUBJECT[notification_type]
-    subject = clean_subject(content.get("subject")) or default
+    raw_subject = content.get("subject")
+    if raw_subject is not None and not isinstance(raw_subject, str):
+        # Refused at enqueue too (20261201000600); a legacy row must not print a Python repr.
+        raise TemplateRenderError(
+            f"content.subject must be a string, got {type(raw_subject).__name__}"
+        )
+    subject = clean_subject(raw_subject) or default
     optional = {"group": None, "preferences_url": None, "unsubscribe_url": None}
     return {**optional, **context, **extra, "subject": subject}
 
@@ -239,7 +246,11 @@ def _localtime(value: object, zone: object = None, fmt: str = _TIME_FORMAT) -> s
     if isinstance(zone, str) and zone:
         with contextlib.suppress(ZoneInfoNotFoundError, ValueError, OSError):
             local = ZoneInfo(zone)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(local).strftime(fmt)
+    try:
+        shown = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(local)
+    except OverflowError:  # past year 9999 (or before year 1) in the recipient's zone
+        raise TemplateRenderError(f"{value!r} is out of range in time zone {local}") from None
+    return shown.strftime(fmt)
 
 
 def _http_url(value: object) -> str | None:

@@ -307,3 +307,19 @@ def test_list_unsubscribe_headers_skip_one_click_for_plain_http() -> None:
 def test_list_unsubscribe_headers_refuse_urls_that_would_break_the_header(url: str) -> None:
     with pytest.raises(PermanentDeliveryError, match="cannot go in a mail header"):
         list_unsubscribe_headers(url)
+
+
+def test_an_occurred_at_out_of_range_is_a_template_error(renderer: Renderer) -> None:
+    """Once an OverflowError: retried four times as an internal error."""
+    context = job(items=[{"subject": "x", "occurred_at": "9999-12-31T23:59:59+00:00"}])
+    context["recipient"]["timezone"] = "Pacific/Kiritimati"  # UTC+14: past year 9999
+    with pytest.raises(TemplateRenderError, match="out of range"):
+        renderer.email("digest", context)
+
+
+@pytest.mark.parametrize("subject", [{"a": "<b>"}, ["x"], 42])
+def test_a_non_string_subject_is_a_template_error_not_a_repr(
+    renderer: Renderer, subject: object
+) -> None:
+    with pytest.raises(TemplateRenderError, match=r"content\.subject must be a string"):
+        renderer.email("immediate", job(body="b", subject=subject))
