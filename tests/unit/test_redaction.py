@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from notifier.config import load_settings
 from notifier.redaction import MASK, Redactor, endpoint
 
@@ -87,3 +89,20 @@ def test_values_are_redacted_before_serialisation() -> None:
                                 "n": 1}  # fmt: skip
     # What redacting the serialised text instead would have missed:
     assert secret in json.loads(redact(json.dumps(document)))["error"]
+
+
+def test_a_failed_rq_job_keeps_no_password_in_its_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RQ stores a failed job's traceback in Redis for 7 days."""
+    from notifier.pipeline import tasks
+
+    class Exploding:
+        def deliver_batch(self, claims: object) -> None:
+            raise RuntimeError("could not connect to postgresql://app:hunter2@db/app")
+
+    monkeypatch.setattr(tasks, "_current_deliverer", lambda: Exploding())
+    with pytest.raises(tasks.BatchFailed) as failed:
+        tasks.deliver_batch([["j", "t"]])
+    assert "hunter2" not in str(failed.value) and "RuntimeError" in str(failed.value)
+    assert failed.value.__suppress_context__  # RQ prints no chained original
