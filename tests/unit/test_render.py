@@ -323,3 +323,10 @@ def test_a_non_string_subject_is_a_template_error_not_a_repr(
 ) -> None:
     with pytest.raises(TemplateRenderError, match=r"content\.subject must be a string"):
         renderer.email("immediate", job(body="b", subject=subject))
+
+
+def test_template_syntax_in_content_is_never_evaluated(renderer: Renderer) -> None:
+    payload = "{{ 7*7 }} {% for x in range(3) %}loop{% endfor %} {{ config }}"
+    email = renderer.email("immediate", job(subject=payload, body=payload))
+    for text in (email.subject, email.text, renderer.text("immediate", job(body=payload))):
+        assert "{{ 7*7 }}" in text and "49" not in text and "looploop" not in text
