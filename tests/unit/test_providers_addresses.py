@@ -58,3 +58,8 @@ def test_anything_but_one_address_is_refused(address: str) -> None:
 
 def test_unicode_addresses_are_fine() -> None:
     assert is_email_address("zoë@exämple.de")
+
+
+def test_the_console_providers_simulation_domains_pass() -> None:
+    assert is_email_address("cy@fail.invalid") and is_email_address("flaky@retry.invalid")
+    assert not is_email_address("a@b.com, victim@fail.invalid")
