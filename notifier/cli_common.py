@@ -14,7 +14,7 @@ import click
 from notifier.config import Settings, load_settings
 from notifier.errors import ConfigError
 from notifier.log import configure
-from notifier.redaction import Redactor
+from notifier.redaction import Redactor, secret_values
 
 
 def fail(message: str, code: int = 2, settings: Settings | None = None) -> NoReturn:
@@ -30,7 +30,7 @@ def settings_or_exit() -> Settings:
         settings = load_settings()
     except ConfigError as error:
         fail(str(error))
-    configure(settings.log_format, settings.log_level)
+    configure(settings.log_format, settings.log_level, secret_values(settings))
     return settings
 
 

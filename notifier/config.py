@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
+import ipaddress
+import os
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -15,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
     AliasChoices,
     Field,
@@ -24,8 +30,19 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.connection import parse_url as parse_redis_url
 
 from notifier.errors import ConfigError
+
+# `NOTIFIER_*` variables that are not settings but are allowed in the environment: read by the
+# shipped PM2 file (`ecosystem.config.js`), so every process it starts inherits them.
+NOT_SETTINGS = frozenset({"NOTIFIER_BIN"})
+# Settings that were removed, with what to do instead (an unknown name would only confuse).
+RETIRED = {
+    "NOTIFIER_DB_POOL_SIZE": "no longer read: each process sizes its own pool (a worker "
+    "NOTIFIER_SEND_CONCURRENCY + 1, a poller 2, a command 1); remove it",
+}
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 EmailProviderName = Literal["sendgrid", "console"]
 BackendName = Literal["postgres", "supabase"]
@@ -39,7 +56,10 @@ def _env(name: str) -> AliasChoices:
 class Settings(BaseSettings):
     """notifier's whole configuration. The README table lists every field's variable."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=False)
+    # `inf` and `nan` are refused everywhere: an infinite interval means "never".
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", populate_by_name=False, allow_inf_nan=False
+    )
 
     database_url: SecretStr | None = Field(None, validation_alias=_env("DATABASE_URL"))
     redis_url: SecretStr | None = Field(None, validation_alias=_env("REDIS_URL"))
@@ -112,7 +132,6 @@ class Settings(BaseSettings):
     breaker_reset_timeout: int = Field(
         60, ge=1, validation_alias=_env("NOTIFIER_BREAKER_RESET_TIMEOUT")
     )
-    db_pool_size: int = Field(10, ge=1, le=200, validation_alias=_env("NOTIFIER_DB_POOL_SIZE"))
     # None: automatic (off on port 6543, Supabase's transaction pooler, which cannot keep them).
     prepared_statements: bool | None = Field(
         None, validation_alias=_env("NOTIFIER_DB_PREPARED_STATEMENTS")
@@ -176,6 +195,33 @@ class Settings(BaseSettings):
                 "key shown in SendGrid's Event Webhook settings"
             )
         return value.strip()
+
+    @field_validator("database_url")
+    @classmethod
+    def _libpq_can_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            check_database_url(value.get_secret_value())
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_can_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            try:
+                parse_redis_url(value.get_secret_value())  # type: ignore[no-untyped-call]
+            except ValueError:
+                # redis-py's message can quote a fragment of the password: never echo it.
+                raise ValueError(
+                    "expected redis://[:password@]host[:port][/db], rediss://… or unix://…, "
+                    "with special characters in the password percent-encoded"
+                ) from None
+        return value
+
+    @field_validator("web_host")
+    @classmethod
+    def _host_or_address(cls, value: str) -> str:
+        check_host(value)
+        return value
 
     @model_validator(mode="after")
     def _check_across_fields(self) -> Settings:
@@ -335,6 +381,7 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read the environment; `overrides` (field names) win, for `notifier dev` and tests."""
     by_variable = {_variable(name): value for name, value in overrides.items()}
+    check_no_unknown_names(os.environ)
     try:
         return Settings(**by_variable)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -348,10 +395,66 @@ def _variable(field_name: str) -> str:
     return str(alias.choices[0])
 
 
+def known_names() -> frozenset[str]:
+    """Every variable a `Settings` field is read from: settings added later count at once."""
+    return frozenset(_variable(name) for name in Settings.model_fields)
+
+
+def check_no_unknown_names(environ: dict[str, str] | os._Environ[str]) -> None:
+    """A `NOTIFIER_*` variable that no setting reads is a mistake (a typo silently ignored
+    would leave the default in force): refuse it, suggesting the closest real name."""
+    known = known_names()
+    for name in sorted(environ):
+        if not name.startswith("NOTIFIER_") or name in known or name in NOT_SETTINGS:
+            continue
+        if name in RETIRED:
+            raise ConfigError(f"{name} is {RETIRED[name]}")
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else " (see the README settings table)"
+        raise ConfigError(f"{name} is not a notifier setting{hint}")
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a DATABASE_URL libpq cannot parse, or parses differently than it reads.
+
+    libpq's own error quotes the offending fragment, which for an unencoded `%`, `@` or `/` is
+    part of the password; so the message here never quotes the URL. An unencoded `@` in a
+    URL's password parses "successfully" into a host holding the rest of the password, which
+    the connection error would then print: refused as well.
+    """
+    advice = (
+        "libpq cannot read it as a connection URL or key=value string; percent-encode special "
+        "characters in the user and password (% as %25, @ as %40, / as %2F, : as %3A)"
+    )
+    try:
+        parsed = conninfo_to_dict(url)
+    except ProgrammingError:
+        raise ValueError(advice) from None
+    hosts = str(parsed.get("host") or "").split(",")
+    if any("@" in host or (host and "/" in host and not host.startswith("/")) for host in hosts):
+        raise ValueError(advice)
+    ports = str(parsed.get("port") or "").split(",")
+    if any(port and not port.isdigit() for port in ports):
+        raise ValueError(advice)
+
+
+def check_host(host: str) -> None:
+    """An IP address or a syntactically valid host name (`256.1.1.1` is neither)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    looks_numeric = all(label.isdigit() for label in labels)
+    if looks_numeric or len(host) > 253 or not all(_HOST_LABEL.match(x) for x in labels):
+        raise ValueError("expected an IP address (0.0.0.0, ::) or a host name")
+
+
 def _describe(exc: ValidationError) -> str:
     error = exc.errors()[0]
     message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "value_error" or not error["loc"]:
+    if not error["loc"]:
         return message
     variable = str(error["loc"][0])
     return f"{variable} is malformed: {message}"

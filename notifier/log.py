@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from notifier.redaction import RedactionFilter
+
 _FIELDS = "notifier_fields"
 
 # SDK loggers held above DEBUG whatever LOG_LEVEL says: python_http_client (SendGrid's HTTP
@@ -52,6 +54,8 @@ class JsonFormatter(logging.Formatter):
         payload.update(getattr(record, _FIELDS, {}))
         if record.exc_info:
             payload["error"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and redacted) by `RedactionFilter`
+            payload["error"] = record.exc_text
         return json.dumps(payload, default=str)
 
 
@@ -65,6 +69,8 @@ class TextFormatter(logging.Formatter):
         line = f"{time} {record.levelname:<7} {record.getMessage()} {' '.join(parts)}".rstrip()
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and redacted) by `RedactionFilter`
+            line += "\n" + record.exc_text
         return line
 
 
@@ -72,10 +78,14 @@ def formatter_for(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
-def configure(log_format: str = "text", level: str = "INFO") -> None:
-    """Send every logger's records to stderr in the chosen format, SDK loggers held quiet."""
+def configure(
+    log_format: str = "text", level: str = "INFO", secrets: list[str] | None = None
+) -> None:
+    """Send every logger's records to stderr in the chosen format, SDK loggers held quiet,
+    every record redacted (`RedactionFilter`: URL passwords, `password=`, the long `secrets`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter_for(log_format))
+    handler.addFilter(RedactionFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

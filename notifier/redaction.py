@@ -1,15 +1,22 @@
 """Keeping secrets out of what operators see: health bodies, metrics, CLI output, logs.
 
-Two layers. Output names servers by `endpoint()` (host:port/database, never a URL with its
-credentials). And everything the web process or an ops command prints passes through a
-`Redactor` that replaces every configured secret value it finds (passwords of URLs and of
-keyword DSNs, API keys, tokens) with `***`, so a password quoted back in a driver's error
-message cannot leak either. JSON is redacted value by value before it is serialised (see
-`Redactor.value`).
+Structural, never by guessing. Output names servers by `endpoint()` (host:port/database, never
+a URL with its credentials). Text that may quote a connection string (a driver's error, a log
+line) passes through a `Redactor`, which masks the password of every URL it finds
+(`scheme://user:***@`) and every `password=` value, whatever they are. It also masks configured
+secrets found verbatim, but only long ones (API keys, tokens, long passwords): substituting a
+short secret everywhere it appears would mask ordinary words (a password `postgres` turned the
+database name in /health into `***`) and turn every answer that can echo input into an oracle
+for guessing it. A `DATABASE_URL` libpq cannot parse is refused at start-up
+(`config.check_database_url`), so a driver never quotes a fragment of it. `RedactionFilter`
+applies the same to every log record of every process. JSON is redacted value by value before
+it is serialised (see `Redactor.value`).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -19,7 +26,17 @@ from psycopg.conninfo import conninfo_to_dict
 from notifier.config import Settings
 
 MASK = "***"
-_MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
+# Secrets this long are masked wherever they appear verbatim: they cannot be guessed, so an
+# answer that masks them reveals nothing. Shorter ones are masked only where they are
+# recognisably a password (a URL's user info, `password=`).
+MIN_VERBATIM_SECRET_LENGTH = 16
+# `scheme://user:password@`: the password runs to the last `@` before whitespace, so one holding
+# an unencoded `@` is masked whole.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*:)[^\s]*@")
+_KEYWORD_PASSWORD = re.compile(
+    r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&]+)",
+    re.IGNORECASE,
+)
 
 
 def endpoint(url: str | None) -> str | None:
@@ -87,10 +104,10 @@ def _passwords(dsn: str) -> list[str]:
 
 
 class Redactor:
-    """Replaces each known secret in a text with `***` (longest first, so a URL goes whole)."""
+    """Masks URL passwords and `password=` values structurally, and long secrets verbatim."""
 
     def __init__(self, secrets: list[str]) -> None:
-        usable = {s for s in secrets if len(s) >= _MIN_SECRET_LENGTH}
+        usable = {s for s in secrets if len(s) >= MIN_VERBATIM_SECRET_LENGTH}
         self._secrets = sorted(usable, key=len, reverse=True)
 
     @classmethod
@@ -98,9 +115,13 @@ class Redactor:
         return cls(secret_values(settings))
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in self._secrets:  # first: a URL found whole goes whole
             if secret in text:
                 text = text.replace(secret, MASK)
+        if "://" in text:
+            text = _URL_PASSWORD.sub(rf"\g<head>{MASK}@", text)
+        if "password" in text.lower():
+            text = _KEYWORD_PASSWORD.sub(rf"\g<head>{MASK}", text)
         return text
 
     def value(self, data: Any) -> Any:
@@ -113,3 +134,29 @@ class Redactor:
         if isinstance(data, list | tuple):
             return [self.value(item) for item in data]
         return data
+
+
+class RedactionFilter(logging.Filter):
+    """Redacts each record before any handler formats it: message, fields and traceback.
+
+    Installed on the handler of every process (`log.configure`, and `rq_settings.DICT_CONFIG`
+    for workers), so third-party records (psycopg-pool's warnings, RQ's own lines) pass it too.
+    """
+
+    def __init__(self, secrets: list[str] | None = None, name: str = "") -> None:
+        super().__init__(name)
+        self._redact = Redactor(secrets or [])
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._redact(record.getMessage())
+        record.args = None
+        fields = getattr(record, "notifier_fields", None)
+        if isinstance(fields, dict):
+            record.notifier_fields = self._redact.value(fields)
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = self._redact(text)
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = self._redact(record.exc_text)
+        return True

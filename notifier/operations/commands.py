@@ -9,10 +9,9 @@ drain that timed out); 2 a usage or configuration error. Everything printed pass
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +22,7 @@ from notifier.cli_common import fail as _fail
 from notifier.cli_common import session_url_or_exit as _session_url
 from notifier.cli_common import settings_or_exit as _settings
 from notifier.config import Settings
+from notifier.operations.safe_file import UnsafeTarget, open_private_temp, publish
 from notifier.redaction import Redactor
 from notifier.store.model import JobStatus
 
@@ -290,22 +290,35 @@ def export(out: str, statuses: tuple[str, ...], since: datetime | None, with_log
                                 "cursor; set it to the database's direct or session-pooler "
                                 "(port 5432) connection string")  # fmt: skip
     target = None if out == "-" else Path(out)
-    partial = None if target is None else target.with_name(target.name + ".part")
+    partial: Path | None = None
+    stream: IO[str] = sys.stdout
+    if target is not None:
+        try:
+            partial, stream = open_private_temp(target)
+        except UnsafeTarget as error:
+            _fail(str(error), 1)
+        except OSError as error:
+            _fail(f"cannot write {target}: {error.strerror}", 1)
     try:
-        written = _export(stream_path=partial, database_url=database_url, settings=settings,
-                          statuses=statuses, since=since, with_logs=with_logs)  # fmt: skip
+        with stream if partial is not None else nullcontext(stream):
+            written = _export(stream=stream, database_url=database_url, settings=settings,
+                              statuses=statuses, since=since, with_logs=with_logs)  # fmt: skip
+        if partial is not None and target is not None:
+            publish(partial, target)
+    except UnsafeTarget as error:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        _fail(str(error), 1)
     except BaseException:
         if partial is not None:
             partial.unlink(missing_ok=True)
         raise
-    if partial is not None and target is not None:
-        os.replace(partial, target)
     click.echo(f"exported {written} job(s) to {out}", err=True)
 
 
 def _export(
     *,
-    stream_path: Path | None,
+    stream: IO[str],
     database_url: str,
     settings: Settings,
     statuses: tuple[str, ...],
@@ -315,14 +328,6 @@ def _export(
     from notifier.operations.export import export_jobs
 
     with _database_errors(settings), ExitStack() as stack:
-        stream: IO[str]
-        if stream_path is None:
-            stream = sys.stdout
-        else:
-            try:
-                stream = stack.enter_context(stream_path.open("w", encoding="utf-8"))
-            except OSError as error:
-                _fail(f"cannot write {stream_path}: {error.strerror}", 1)
         bars: list[Any] = []
 
         def start(total: int) -> None:

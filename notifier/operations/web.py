@@ -4,8 +4,9 @@ by waitress.
 
 A plain WSGI app: a handful of routes need no framework. waitress is a small, pure-Python,
 well-kept WSGI server with a thread pool, so a probe waiting on a hanging Redis never blocks
-another request. Every body passes through the `Redactor` before it leaves, so no configured
-password, key or token can appear in an answer, even inside a driver's error message.
+another request. Every body passes through the `Redactor` before it leaves, so no URL password,
+`password=` value or configured key can appear in an answer, even inside a driver's error
+message; no answer echoes the request path.
 
 SIGTERM / SIGINT stop it gracefully: it stops accepting at once, lets the requests in hand
 finish (up to STOP_GRACE_SECONDS), then exits 0.
@@ -26,6 +27,7 @@ from typing import Any
 
 from prometheus_client.exposition import choose_encoder
 from waitress import create_server, wasyncore  # type: ignore[import-untyped]
+from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
 
 from notifier.config import Settings
 from notifier.log import event
@@ -36,6 +38,16 @@ from notifier.redaction import Redactor, plain
 
 logger = logging.getLogger("notifier.operations.web")
 STOP_GRACE_SECONDS = 5.0
+# Slow clients (documented in docs/operations.md): waitress serves at most CONNECTION_LIMIT
+# connections and only closes *idle* ones, so clients trickling their headers a byte at a time
+# could hold every slot and make /health unreachable. A request must arrive whole within
+# REQUEST_READ_SECONDS of its first byte (or of the connection), and one client address holds at
+# most CONNECTIONS_PER_CLIENT connections (further ones are closed at once). A reverse proxy in
+# front remains recommended; behind one, every client shares its address.
+REQUEST_READ_SECONDS = 10.0
+CONNECTIONS_PER_CLIENT = 20
+CONNECTION_LIMIT = 100
+IDLE_SECONDS = 30
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Response = tuple[int, list[tuple[str, str]], bytes]
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -81,7 +93,8 @@ class WebApp:
         path = environ.get("PATH_INFO") or "/"
         found = self._route(path)
         if found is None:
-            status, headers, body = self._json(404, {"error": f"no such path: {path[:100]}"})
+            # Never echo the path: an answer that redacts it would confirm a guessed secret.
+            status, headers, body = self._json(404, {"error": "no such path"})
         elif environ.get("REQUEST_METHOD") not in found[1]:
             allowed = ", ".join(found[1])
             status, headers, body = self._json(405, {"error": f"only {allowed} allowed here"})
@@ -164,16 +177,57 @@ def _loggable(path: str) -> str:
     return path[:100]
 
 
+class GuardedChannel(HTTPChannel):  # type: ignore[misc]
+    """waitress' channel, with a deadline for reading each request and a cap per client."""
+
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+        super().__init__(server, sock, addr, adj, map=map)
+        self.reading_since: float | None = self.creation_time
+        client = _client(addr)
+        same = sum(_client(c.addr) == client for c in list(server.active_channels.values()))
+        if client is not None and same > CONNECTIONS_PER_CLIENT:
+            self.will_close = True
+
+    def received(self, data: bytes) -> bool:
+        if data and self.request is None and self.reading_since is None:
+            self.reading_since = time.time()
+        result: bool = super().received(data)
+        if self.request is None:  # every request begun has arrived whole
+            self.reading_since = None
+        return result
+
+
+def _client(addr: Any) -> str | None:
+    return str(addr[0]) if isinstance(addr, tuple) and addr else None
+
+
+def _close_slow_readers(server: Any, idle_maintenance: Callable[[float], None]) -> Any:
+    def maintenance(now: float) -> None:
+        idle_maintenance(now)
+        for channel in list(server.active_channels.values()):
+            since = getattr(channel, "reading_since", None)
+            if since is not None and not channel.requests and now - since > REQUEST_READ_SECONDS:
+                channel.will_close = True
+
+    return maintenance
+
+
 def make_server(settings: Settings) -> Any:
     """A waitress server for the app, bound to NOTIFIER_WEB_HOST:PORT, not yet running."""
-    return create_server(
+    server = create_server(
         WebApp(settings),
         host=settings.web_host,
         port=settings.port,
         threads=settings.web_threads,
         ident="notifier",
         clear_untrusted_proxy_headers=True,
+        connection_limit=CONNECTION_LIMIT,
+        channel_timeout=IDLE_SECONDS,
+        cleanup_interval=1,  # how often the deadlines below are checked
     )
+    server.channel_class = GuardedChannel
+    server.maintenance = _close_slow_readers(server, server.maintenance)
+    return server
 
 
 def serve(settings: Settings) -> int:

@@ -28,10 +28,11 @@ from notifier.log import event
 from notifier.pipeline.breaker import CircuitOpenError, ProviderBreaker
 from notifier.pipeline.outcomes import RECORDED_EVENTS, Outcome, counts, log_level
 from notifier.pipeline.render import Renderer, list_unsubscribe_headers
-from notifier.providers.addresses import is_e164, is_email_address, normalize_phone
+from notifier.providers.addresses import email_address_problem, is_e164, normalize_phone
 from notifier.providers.base import EmailMessage, Message, Provider, TextMessage
 from notifier.store import Claim, JobContext, JobStore
 from notifier.store.feedback import FeedbackStore
+from notifier.store.jobs import unreadable_job
 
 logger = logging.getLogger("notifier.pipeline.delivery")
 
@@ -83,8 +84,11 @@ def no_contact(what: str) -> PermanentDeliveryError:
 def email_address(recipient: Mapping[str, Any]) -> str:
     """The recipient's email address, or `NO_CONTACT` (bounced) when there is none."""
     address = recipient.get("email")
-    if not is_email_address(address):
+    problem = email_address_problem(address)
+    if problem == "no email address":
         raise no_contact("recipient has no email address")
+    if problem is not None:
+        raise no_contact(f"recipient's email address is {problem}")
     return str(address)
 
 
@@ -138,7 +142,10 @@ class Deliverer:
 
     def deliver_claim(self, claim: Claim) -> Outcome:
         """Start the claim's attempt (fenced by its token) and deliver it; returns the outcome."""
-        started = self._store.start_attempts([claim], self._policy.lease_seconds)
+        try:
+            started = self._store.start_attempts([claim], self._policy.lease_seconds)
+        except Exception as error:
+            return self._unreadable(claim, error)
         if not started:
             # A stale or duplicate copy, or a job to a suppressed address, which the start
             # itself skipped (its failure_reason and `blocked` log row say so).
@@ -179,8 +186,27 @@ class Deliverer:
             return Outcome.ERROR
         return self._send(job, ready.provider, ready.message)
 
+    def _unreadable(self, claim: Claim, error: Exception) -> Outcome:
+        """The attempt may have started but its row could not be read (JSON nested too deep
+        for the decoder, say): fail the job alone, fenced by its token, with a readable reason.
+        If the job did not start (the database was unreachable), the fenced fail matches
+        nothing and the original error goes on, as before."""
+        reason = f"the job cannot be read: {type(error).__name__}"
+        try:
+            failed = self._store.fail(
+                unreadable_job(claim.job_id, claim.lease_token, reason), None, "UNREADABLE", reason
+            )
+        except Exception:
+            raise error from None
+        if not failed:
+            raise error
+        return self._outcome(Outcome.FAILED, True, unreadable_job(claim.job_id, "", reason),
+                             error=reason)  # fmt: skip
+
     def _prepare(self, job: JobContext) -> Ready:
         """The provider and the rendered message, or `PermanentDeliveryError` saying why not."""
+        if job.unreadable:
+            raise PermanentDeliveryError(job.unreadable, code="UNREADABLE")
         provider = self._providers.get(job.delivery_method)
         if provider is None:
             raise PermanentDeliveryError(

@@ -175,7 +175,7 @@ class Poller:
             return 0
         try:
             enqueue_claims(
-                self._redis, claims, self._policy.rq_job_size, self._policy.lease_seconds
+                self._redis, claims, self._policy.rq_job_size, self._policy.rq_job_timeout
             )
         except RedisError as error:
             released = self._store.release_claims(claims)

@@ -27,9 +27,12 @@ from jinja2.utils import missing
 from markupsafe import Markup, escape
 
 from notifier.errors import ConfigError, PermanentDeliveryError, TemplateRenderError
+from notifier.pipeline.sms_length import fit_sms, sms_units
 
 NOTIFICATION_TYPES = ("immediate", "milestone", "digest")
-SMS_MAX_CHARS = 1600  # Twilio's limit for one message body (SMS and WhatsApp)
+# Twilio's limit for one message body (SMS and WhatsApp), measured in GSM-7 septets or UTF-16
+# units (`sms_length`), which never exceed the characters Twilio counts.
+SMS_MAX_CHARS = 1600
 SUBJECT_MAX_CHARS = 200
 # Content fields a job must carry (present, not null, not blank); everything else is optional.
 REQUIRED_CONTENT: Mapping[str, tuple[str, ...]] = {
@@ -120,11 +123,17 @@ class Renderer:
         message = self._render(name, ctx).strip()
         content = ctx["content"]
         body = content.get("body")
-        over = _sms_len(message) - SMS_MAX_CHARS
-        if over > 0 and isinstance(body, str) and _sms_len(body) > over:
-            short = _fit_sms(body, _sms_len(body) - over)
+        # Shorten the body by what the message is over, measured on the rendered message (its
+        # encoding may differ from the body's alone); a few rounds settle it.
+        budget = sms_units(body) if isinstance(body, str) else 0
+        for _ in range(4):
+            over = sms_units(message) - SMS_MAX_CHARS
+            if over <= 0 or not isinstance(body, str) or budget - over < 1:
+                break
+            budget -= over
+            short = fit_sms(body, budget)
             message = self._render(name, {**ctx, "content": {**content, "body": short}}).strip()
-        return _fit_sms(message, SMS_MAX_CHARS)
+        return fit_sms(message, SMS_MAX_CHARS)
 
     def _render(self, name: str, ctx: Mapping[str, Any]) -> str:
         try:
@@ -142,8 +151,9 @@ class Renderer:
             raise TemplateRenderError(
                 f"template {name} needs {_missing_path(exc, ctx)!r}, which the job does not have"
             ) from exc
-        except (jinja2.TemplateError, TypeError, ValueError) as exc:
-            # Malformed job data (a number where a list belongs, ...): retrying cannot fix it.
+        except (jinja2.TemplateError, TypeError, ValueError, OverflowError) as exc:
+            # Malformed job data (a number where a list belongs, a date past year 9999 in the
+            # recipient's zone, ...): retrying cannot fix it.
             raise TemplateRenderError(f"template {name} could not be rendered: {exc}") from exc
 
 
@@ -175,7 +185,13 @@ def _prepare(notification_type: str, context: Mapping[str, Any], template: str) 
         default = f"Your digest: {extra['item_count']} {noun}"
     else:
         default = _DEFAULT_SUBJECT[notification_type]
-    subject = clean_subject(content.get("subject")) or default
+    raw_subject = content.get("subject")
+    if raw_subject is not None and not isinstance(raw_subject, str):
+        # Refused at enqueue too (20261201000600); a legacy row must not print a Python repr.
+        raise TemplateRenderError(
+            f"content.subject must be a string, got {type(raw_subject).__name__}"
+        )
+    subject = clean_subject(raw_subject) or default
     optional = {"group": None, "preferences_url": None, "unsubscribe_url": None}
     return {**optional, **context, **extra, "subject": subject}
 
@@ -204,17 +220,6 @@ def _shorten(text: str, limit: int) -> str:
     return cut.rstrip() + "…"
 
 
-def _sms_len(text: str) -> int:
-    """UTF-16 code units, as a UCS-2 SMS counts them (an emoji is two); never below `len`."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _fit_sms(text: str, limit: int) -> str:
-    while (over := _sms_len(text) - limit) > 0:
-        text = _shorten(text, len(text) - over)
-    return text
-
-
 @jinja2.pass_eval_context
 def _nl2br(eval_ctx: EvalContext, value: object) -> str:
     """Plain text with its line breaks kept in HTML: escape first, then join lines with <br>."""
@@ -241,7 +246,11 @@ def _localtime(value: object, zone: object = None, fmt: str = _TIME_FORMAT) -> s
     if isinstance(zone, str) and zone:
         with contextlib.suppress(ZoneInfoNotFoundError, ValueError, OSError):
             local = ZoneInfo(zone)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(local).strftime(fmt)
+    try:
+        shown = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(local)
+    except OverflowError:  # past year 9999 (or before year 1) in the recipient's zone
+        raise TemplateRenderError(f"{value!r} is out of range in time zone {local}") from None
+    return shown.strftime(fmt)
 
 
 def _http_url(value: object) -> str | None:

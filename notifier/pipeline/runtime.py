@@ -15,12 +15,11 @@ from notifier.store.backend import backend, open_caller
 from notifier.store.feedback import FeedbackStore
 
 
-def build_store(
-    settings: Settings, *, pool_size: int | None = None, check: bool = False
-) -> JobStore:
-    """The job store over DATABASE_URL or the Supabase REST API (notifier/store/backend.py).
-    `check`: one call now, so a refused key stops the process at start-up."""
-    caller = open_caller(settings, pool_size=pool_size or settings.db_pool_size, check=check)
+def build_store(settings: Settings, *, pool_size: int, check: bool = False) -> JobStore:
+    """The job store over DATABASE_URL or the Supabase REST API (notifier/store/backend.py),
+    with as many connections as the process has threads that use it. `check`: one call now,
+    so a refused key stops the process at start-up."""
+    caller = open_caller(settings, pool_size=pool_size, check=check)
     return JobStore(caller)
 
 

@@ -6,11 +6,19 @@ RQ jobs name them by the stable path `notifier.tasks.<name>` (see notifier/tasks
 from __future__ import annotations
 
 import os
+import traceback
 
 from notifier.config import load_settings
+from notifier.errors import NotifierError
 from notifier.pipeline.delivery import Deliverer
 from notifier.pipeline.runtime import build_deliverer
+from notifier.redaction import Redactor, secret_values
 from notifier.store import Claim
+
+
+class BatchFailed(NotifierError):
+    """An RQ job failed; its message is the original traceback, redacted, because RQ keeps
+    failed jobs' tracebacks in Redis for days (`failure_ttl`) where anyone with Redis reads them."""
 
 _deliverer: Deliverer | None = None
 _deliverer_pid: int | None = None
@@ -28,4 +36,15 @@ def _current_deliverer() -> Deliverer:
 def deliver_batch(claims: list[list[str]]) -> dict[str, int]:
     """Deliver `[[job_id, lease_token], ...]`; returns counts by outcome (sent, retried, ...)."""
     parsed = [Claim(job_id=str(job_id), lease_token=str(token)) for job_id, token in claims]
-    return _current_deliverer().deliver_batch(parsed)
+    try:
+        return _current_deliverer().deliver_batch(parsed)
+    except Exception:
+        raise BatchFailed(_redact(traceback.format_exc())) from None
+
+
+def _redact(text: str) -> str:
+    try:
+        secrets = secret_values(load_settings())
+    except NotifierError:
+        secrets = []
+    return Redactor(secrets)(text)

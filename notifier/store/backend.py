@@ -57,7 +57,9 @@ def open_caller(settings: Settings, *, pool_size: int, check: bool = False) -> F
         return caller
     from notifier.store.postgres import PostgresCaller
 
-    return PostgresCaller(settings.require_database_url(), max_size=pool_size)
+    return PostgresCaller(
+        settings.require_database_url(), max_size=pool_size, prepare=settings.prepared_statements
+    )
 
 
 def check_backend(settings: Settings) -> None:

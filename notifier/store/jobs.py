@@ -42,6 +42,9 @@ class JobContext:
     recipient: dict[str, Any]
     group_name: str | None
     preferences: dict[str, Any] | None
+    # Why the stored job cannot be delivered as read (a legacy row whose `content` is an array,
+    # say); the worker fails it at once with this reason instead of crashing on it.
+    unreadable: str | None = None
 
     @property
     def attempt(self) -> int:
@@ -325,8 +328,28 @@ class JobStore:
         return {str(row["outcome"]): int(row["job_count"]) for row in rows}
 
 
+def unreadable_job(job_id: str, lease_token: str, reason: str) -> JobContext:
+    """A started job whose row could not even be loaded: enough to fail it, fenced by its token."""
+    return JobContext(
+        job_id, lease_token, "", None, "", "", "", {}, {}, 0, 0, None, {}, None, None, reason
+    )
+
+
+def _json_object(row: dict[str, Any], column: str) -> tuple[dict[str, Any], str | None]:
+    """The column as a dict (NULL is empty), or `{}` and why it is not one."""
+    value = row.get(column)
+    if value is None:
+        return {}, None
+    if isinstance(value, dict):
+        return value, None
+    kind = {list: "array", str: "string", bool: "boolean"}.get(type(value), "number")
+    return {}, f"{column} is a JSON {kind}, not an object"
+
+
 def _job_context(row: dict[str, Any]) -> JobContext:
     group_id = row.get("group_id")
+    content, content_problem = _json_object(row, "content")
+    metadata, metadata_problem = _json_object(row, "metadata")
     return JobContext(
         job_id=str(row["id"]),
         lease_token=str(row["lease_token"]),
@@ -335,12 +358,13 @@ def _job_context(row: dict[str, Any]) -> JobContext:
         notification_type=str(row["notification_type"]),
         urgency_level=str(row["urgency_level"]),
         delivery_method=str(row["delivery_method"]),
-        content=dict(row.get("content") or {}),
-        metadata=dict(row.get("metadata") or {}),
+        content=content,
+        metadata=metadata,
         retry_count=int(row.get("retry_count") or 0),
         max_retries=int(row.get("max_retries") or 0),
         scheduled_for=row.get("scheduled_for"),
         recipient=dict(row.get("recipient") or {}),
         group_name=row.get("group_name"),
         preferences=row.get("preferences"),
+        unreadable=content_problem or metadata_problem,
     )

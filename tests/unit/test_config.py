@@ -92,7 +92,7 @@ def test_commands_that_do_not_send_need_no_provider_keys(monkeypatch: pytest.Mon
 
 
 def test_the_worker_settings_module_refuses_to_start_without_providers(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import importlib
     import sys
@@ -100,9 +100,11 @@ def test_the_worker_settings_module_refuses_to_start_without_providers(
     monkeypatch.setenv("DATABASE_URL", "postgresql://db/app")
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.delitem(sys.modules, "notifier.rq_settings", raising=False)
-    with pytest.raises(SystemExit, match=r"^notifier: SENDGRID_API_KEY is not set"):
+    with pytest.raises(SystemExit) as stopped:
         importlib.import_module("notifier.rq_settings")
     monkeypatch.delitem(sys.modules, "notifier.rq_settings", raising=False)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("notifier: SENDGRID_API_KEY is not set")
 
 
 def test_building_providers_refuses_when_no_channel_has_one() -> None:

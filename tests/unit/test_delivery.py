@@ -117,9 +117,20 @@ def test_no_usable_phone_is_a_bounce_without_a_provider(recipient: dict[str, Any
     assert caught.value.log_status is FailureLogStatus.BOUNCED and caught.value.bad_address
 
 
-@pytest.mark.parametrize("recipient", [{}, {"email": None}, {"email": ""}, {"email": "ada"}])
-def test_no_usable_email_is_a_bounce_without_a_provider(recipient: dict[str, Any]) -> None:
-    with pytest.raises(PermanentDeliveryError, match="no email address") as caught:
+@pytest.mark.parametrize(
+    ("recipient", "message"),
+    [
+        ({}, "no email address"),
+        ({"email": None}, "no email address"),
+        ({"email": ""}, "no email address"),
+        ({"email": "ada"}, "not a valid email address"),
+        ({"email": "a@b.com, victim@evil.com"}, "not a valid email address"),
+    ],
+)
+def test_no_usable_email_is_a_bounce_without_a_provider(
+    recipient: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(PermanentDeliveryError, match=message) as caught:
         email_address(recipient)
 
     assert caught.value.code == "NO_CONTACT"

@@ -15,17 +15,17 @@ PACKAGE = Path(__file__).resolve().parents[2] / "notifier"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "config": {"errors"},
-    "log": set(),
+    "log": {"redaction"},  # every handler carries the redaction filter
     "redaction": {"config"},
     # store/rest.py reads the migration files to name the one a missing function comes from.
     "store": {"config", "errors", "log", "redaction", "store", "schema.migrate"},
-    "providers": {"config", "errors", "log", "providers"},
-    "pipeline": {"config", "errors", "log", "store", "providers", "pipeline"},
+    "providers": {"config", "errors", "log", "redaction", "providers"},
+    "pipeline": {"config", "errors", "log", "redaction", "store", "providers", "pipeline"},
     # Pure event mapping: a provider's own code table is the provider's knowledge.
-    "feedback": {"config", "errors", "log", "providers", "feedback"},
-    "digests": {"config", "errors", "log", "store", "digests"},
-    "schema": {"config", "errors", "log", "store", "schema"},
-    "adoption": {"config", "errors", "log", "store", "adoption"},
+    "feedback": {"config", "errors", "log", "redaction", "providers", "feedback"},
+    "digests": {"config", "errors", "log", "redaction", "store", "digests"},
+    "schema": {"config", "errors", "log", "redaction", "store", "schema"},
+    "adoption": {"config", "errors", "log", "redaction", "store", "adoption"},
     "operations": {
         "config", "errors", "log", "redaction", "cli_common", "store", "operations", "feedback",
         "providers.registry", "pipeline.breaker", "pipeline.queues",

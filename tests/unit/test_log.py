@@ -80,3 +80,37 @@ def test_the_rq_worker_config_quiets_the_same_sdk_loggers(
         sys.modules.pop("notifier.rq_settings", None)
 
     assert loggers == {name: {"level": level} for name, level in QUIET_SDK_LOGGERS.items()}
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_every_notifier_command_logs_through_the_redaction_filter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure("text", "INFO", ["Sendgrid-Key-0123456789"])
+    logging.getLogger("psycopg.pool").warning(
+        "error connecting: %s key %s", "postgresql://app:hunter2@db/app", "Sendgrid-Key-0123456789"
+    )
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "Sendgrid-Key" not in err
+    assert "postgresql://app:***@db/app" in err
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_the_rq_worker_logs_through_the_redaction_filter(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging.config
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:hunter2@127.0.0.1:1/db")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("NOTIFIER_EMAIL_PROVIDER", "console")
+    monkeypatch.setenv("NOTIFIER_SMS_PROVIDER", "console")
+    sys.modules.pop("notifier.rq_settings", None)
+    try:
+        rq_settings = importlib.import_module("notifier.rq_settings")
+        logging.config.dictConfig(rq_settings.DICT_CONFIG)
+    finally:
+        sys.modules.pop("notifier.rq_settings", None)
+    logging.getLogger("rq.worker").error("job failed: postgresql://u:hunter2@127.0.0.1:1/db x")
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "job failed" in err

@@ -40,3 +40,26 @@ def test_normalize_phone_removes_whitespace_only() -> None:
 def test_email_address_needs_an_at_sign() -> None:
     assert is_email_address("ada@example.com")
     assert not is_email_address("ada") and not is_email_address(None) and not is_email_address("")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@b.com, victim@evil.com",  # a list: the provider would send to both
+        "Ada <ada@example.com>",  # a display name
+        "ada@example.com\r\nBcc: x@evil.com",
+        "ada@@example.com",
+        "ada@",
+    ],
+)
+def test_anything_but_one_address_is_refused(address: str) -> None:
+    assert not is_email_address(address)
+
+
+def test_unicode_addresses_are_fine() -> None:
+    assert is_email_address("zoë@exämple.de")
+
+
+def test_the_console_providers_simulation_domains_pass() -> None:
+    assert is_email_address("cy@fail.invalid") and is_email_address("flaky@retry.invalid")
+    assert not is_email_address("a@b.com, victim@fail.invalid")

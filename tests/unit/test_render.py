@@ -198,7 +198,7 @@ def test_long_sms_is_cut_to_1600_with_ellipsis_keeping_its_frame(renderer: Rende
     assert len(message) <= SMS_MAX_CHARS
     assert len(message) > SMS_MAX_CHARS - 40  # cut cleanly, not drastically
     assert message.startswith("[Climbing club] Big news\n")
-    assert "…\nhttps://app.example.com/n/1" in message
+    assert "...\nhttps://app.example.com/n/1" in message  # `…` would make it UCS-2
 
 
 def test_sms_length_counts_emoji_as_two_units(renderer: Renderer) -> None:
@@ -218,7 +218,7 @@ def test_sms_template_too_long_by_itself_is_cut_at_its_end(tmp_path: Path) -> No
     message = Renderer(tmp_path).text("immediate", job(body="hello"))
     assert len(message) <= SMS_MAX_CHARS
     assert message.startswith("hello\nfine print")
-    assert message.endswith(("fine…", "print…"))
+    assert message.endswith(("fine...", "print..."))
 
 
 def test_digest_sms_lists_subjects_and_count(renderer: Renderer) -> None:
@@ -307,3 +307,26 @@ def test_list_unsubscribe_headers_skip_one_click_for_plain_http() -> None:
 def test_list_unsubscribe_headers_refuse_urls_that_would_break_the_header(url: str) -> None:
     with pytest.raises(PermanentDeliveryError, match="cannot go in a mail header"):
         list_unsubscribe_headers(url)
+
+
+def test_an_occurred_at_out_of_range_is_a_template_error(renderer: Renderer) -> None:
+    """Once an OverflowError: retried four times as an internal error."""
+    context = job(items=[{"subject": "x", "occurred_at": "9999-12-31T23:59:59+00:00"}])
+    context["recipient"]["timezone"] = "Pacific/Kiritimati"  # UTC+14: past year 9999
+    with pytest.raises(TemplateRenderError, match="out of range"):
+        renderer.email("digest", context)
+
+
+@pytest.mark.parametrize("subject", [{"a": "<b>"}, ["x"], 42])
+def test_a_non_string_subject_is_a_template_error_not_a_repr(
+    renderer: Renderer, subject: object
+) -> None:
+    with pytest.raises(TemplateRenderError, match=r"content\.subject must be a string"):
+        renderer.email("immediate", job(body="b", subject=subject))
+
+
+def test_template_syntax_in_content_is_never_evaluated(renderer: Renderer) -> None:
+    payload = "{{ 7*7 }} {% for x in range(3) %}loop{% endfor %} {{ config }}"
+    email = renderer.email("immediate", job(subject=payload, body=payload))
+    for text in (email.subject, email.text, renderer.text("immediate", job(body=payload))):
+        assert "{{ 7*7 }}" in text and "49" not in text and "looploop" not in text

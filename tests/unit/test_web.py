@@ -1,5 +1,6 @@
 """The WSGI app without servers: routing, methods, and the last line of defence against a
-secret in an answer (a driver error quoting a password is masked)."""
+secret in an answer (a driver error quoting a connection string or a key is masked), without
+becoming an oracle (no request path is echoed; a short password is never substituted)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from notifier.redaction import secret_values
 SETTINGS = load_settings(
     database_url="postgresql://app:Db-Pass-123@db:5432/app",
     redis_url="redis://:Redis-Pass-456@cache:6379/0",
-    email_provider="sendgrid", sendgrid_api_key="SG.Key-789", email_from="n@example.com",
+    email_provider="sendgrid", sendgrid_api_key="SG.Key-789-abcdefghij", email_from="n@example.com",
     sms_provider="console",
 )  # fmt: skip
 
@@ -41,10 +42,12 @@ def call(
 
 
 def test_an_error_quoting_a_secret_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
-    leaky = "AuthenticationError: AUTH Redis-Pass-456 refused; tried redis://:Redis-Pass-456@cache"
+    leaky = "AuthenticationError: AUTH refused; tried redis://:Redis-Pass-456@cache"
     observation = Observation(
         redis=Probe(True, None, leaky),
-        database=Probe(True, None, "OperationalError: password Db-Pass-123 and key SG.Key-789"),
+        database=Probe(
+            True, None, "OperationalError: password=Db-Pass-123 and key SG.Key-789-abcdefghij"
+        ),
         redis_endpoint="cache:6379/0",
         database_endpoint="db:5432/app",
         at=datetime.now(UTC),
@@ -56,14 +59,14 @@ def test_an_error_quoting_a_secret_is_masked(monkeypatch: pytest.MonkeyPatch) ->
         assert status.startswith("503")
         for secret in ("Redis-Pass-456", "Db-Pass-123", "SG.Key-789"):
             assert secret not in body
-        assert "AUTH *** refused" in body
+        assert "redis://:***@cache" in body
         assert int(headers["Content-Length"]) == len(body.encode())
 
 
 def test_unknown_paths_and_methods() -> None:
     app = web.WebApp(SETTINGS)
     status, _headers, body = call(app, "/nope")
-    assert status == "404 Not Found" and json.loads(body)["error"] == "no such path: /nope"
+    assert status == "404 Not Found" and json.loads(body)["error"] == "no such path"
     status, headers, _body = call(app, "/health", method="POST")
     assert status == "405 Method Not Allowed" and headers["Allow"] == "GET, HEAD"
     status, _headers, body = call(app, "/")
@@ -85,10 +88,37 @@ def test_a_secret_that_json_would_escape_is_masked(monkeypatch: pytest.MonkeyPat
     settings = SETTINGS.model_copy(
         update={"database_url": SecretStr(f"postgresql://app:{quote(password)}@db:5432/app")}
     )
-    monkeypatch.setattr(web, "observe", lambda s: failing_observation(f"password {password}"))
+    monkeypatch.setattr(
+        web, "observe", lambda s: failing_observation(f"dsn postgresql://app:{password}@db/app")
+    )
     _status, _headers, body = call(web.WebApp(settings), "/health/redis")
     assert password not in json.loads(body)["redis"]["error"]
-    assert "password ***" in json.loads(body)["redis"]["error"]
+    assert "postgresql://app:***@db/app" in json.loads(body)["redis"]["error"]
+
+
+def test_a_guessed_secret_in_the_path_gets_the_same_answer_as_any_path() -> None:
+    """`GET /<guess>` must not tell whether the guess is a configured secret."""
+    app = web.WebApp(SETTINGS)
+    answers = {call(app, f"/{guess}")[2] for guess in ("Db-Pass-123", "Redis-Pass-456", "x")}
+    assert answers == {json.dumps({"error": "no such path"})}
+
+
+def test_a_common_word_password_masks_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password `postgres` once turned the database name in /health into `***`."""
+    settings = SETTINGS.model_copy(
+        update={"database_url": SecretStr("postgresql://postgres:postgres@db:5432/postgres")}
+    )
+    observation = Observation(
+        redis=Probe(True, None, None),
+        database=Probe(True, None, "OperationalError: database postgres is starting up"),
+        redis_endpoint="cache:6379/0",
+        database_endpoint="db:5432/postgres",
+        at=datetime.now(UTC),
+    )
+    monkeypatch.setattr(web, "observe", lambda s: observation)
+    _status, _headers, body = call(web.WebApp(settings), "/health")
+    assert "***" not in body
+    assert json.loads(body)["database"]["endpoint"] == "db:5432/postgres"
 
 
 TOKEN = "Web-Token-0123456789"
