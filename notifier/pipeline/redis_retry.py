@@ -4,8 +4,9 @@ RQ 3's work loop (`rq/worker/base.py`, `Worker.work`) retries a lost connection 
 waits for a job (`dequeue_job_and_maintain_ttl`). Any Redis error raised while a job is in hand
 (the forking worker's `monitor_work_horse`, a `SimpleWorker`'s `_finalize_success`, the
 heartbeat after the job) reaches a bare `except:` that logs "found an unhandled exception,
-quitting..." and ends the worker. redis-py 8's default retry (10 tries, jittered backoff capped
-at 1 s: about 2 s in all) gives up during a Redis restart of a couple of seconds.
+quitting..." and ends the worker. A redis-py 8 client built from a URL does not retry at all
+(its pool makes connections with no retries), so the first refused connection of a Redis
+restart is that error.
 
 `rq worker -c notifier.rq_settings` builds its connection with `redis.Redis.from_url(REDIS_URL)`
 and takes nothing else from the settings module that reaches the connection (a connection
