@@ -24,9 +24,7 @@ print(before, after, explicit)
 
 
 def test_install_makes_url_clients_patient_and_keeps_an_explicit_retry() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     before, after, explicit = (int(n) for n in done.stdout.split())
     assert before == 0  # redis-py 8: a client built from a URL does not retry at all
     assert after == redis_retry.patient_retry().get_retries() >= 40
