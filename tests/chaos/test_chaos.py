@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from redis import Redis
 
 from notifier.devstack.servers import LocalRedis
@@ -46,6 +47,8 @@ KILL_INTERVAL = 2.0 if JOBS <= 500 else 4.0  # a worker SIGKILLed (and replaced)
 DRAIN_TIMEOUT = 120.0 + JOBS / 20
 RECIPIENTS = 20
 SMS_SHARE = 0.4
+# pyproject's 120 s per test is for ordinary tests; this one's length follows its size.
+pytestmark = pytest.mark.timeout(int(180 + FAULT_PHASE_SECONDS + DRAIN_TIMEOUT))
 
 
 def chaos_env(database_url: str, redis_url: str, sendgrid: str, twilio: str) -> dict[str, str]:
