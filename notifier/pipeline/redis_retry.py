@@ -47,7 +47,7 @@ def install() -> None:
         return
     stock = Redis.from_url.__func__  # type: ignore[attr-defined]
 
-    def from_url(cls: type[Redis], url: str, **kwargs: Any) -> Redis:
+    def from_url(cls: type[Redis], /, url: str, **kwargs: Any) -> Redis:
         kwargs.setdefault("retry", patient_retry())
         client: Redis = stock(cls, url, **kwargs)
         return client
