@@ -212,10 +212,10 @@ def test_chaos_nothing_lost_no_unexplained_duplicate(
             # The outage ends well before Redis restarts (which forgets the breaker's state),
             # so the breaker's reopening is seen too.
             events += [
-                (d * 0.15, outage),
-                (d * 0.5, cut_connections),
-                (d * 0.65, restart_redis),
-                (d * 0.8, kill_poller),
+                (d * 0.1, outage),
+                (d * 0.45, cut_connections),
+                (d * 0.7, restart_redis),
+                (d * 0.85, kill_poller),
             ]
             run_schedule(events)
             feeder.join(timeout=60)
@@ -230,6 +230,7 @@ def test_chaos_nothing_lost_no_unexplained_duplicate(
         assert sendgrid.spec_violations == [] and twilio.spec_violations == []
         jobs, logs = read_outcome(chaos_database_url)
 
+    assert not crashed, "\n\n".join(f"{m.kind} {m.log.name} exited:\n{m.tail()}" for m in crashed)
     report = check_guarantees(jobs, logs, plan, counts)
     report.update(
         jobs=len(jobs), wall_seconds=round(wall, 1), faults_injected=dict(plan.fault_counts()),
@@ -244,7 +245,6 @@ def test_chaos_nothing_lost_no_unexplained_duplicate(
 
     transitions = cluster.log_events("breaker_state_change")
     check_breaker(transitions, faults.outage_window, breaker_states)
-    assert not crashed, "\n\n".join(f"{m.kind} {m.log.name} exited:\n{m.tail()}" for m in crashed)
     assert len(jobs) == JOBS
 
 
