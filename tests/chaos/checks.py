@@ -64,10 +64,12 @@ def check_guarantees(
 
     attempt_gaps = []
     for job, row in jobs.items():
-        attempts = sorted(r["attempt"] for r in logs[job] if r["status"] != "muted")
+        # A set: a success recorded after the reaper gave up on the same attempt adds a row.
+        attempts = sorted({r["attempt"] for r in logs[job] if r["status"] != "muted"})
+        rows = sum(1 for r in logs[job] if r["status"] != "muted")
         expected = list(range(1, (row["retry_count"] or 0) + 2))
         if row["status"] in ("sent", "failed") and (
-            attempts != expected or requested[job] > len(attempts)
+            attempts != expected or requested[job] > rows
         ):
             attempt_gaps.append((job, row["status"], attempts, expected, requested[job]))
     assert not attempt_gaps, f"attempts without their delivery-log row: {attempt_gaps[:5]}"

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,9 @@ def test_chaos_nothing_lost_no_unexplained_duplicate(
                 faults.poller_kills += 1
 
             def restart_redis() -> None:
+                # Redis forgets the breakers' state: let them be seen closing first (a trial
+                # that meets an injected 5xx reopens a breaker for another reset timeout).
+                await_breakers_closed(cluster, faults.outage_window[1])
                 chaos_redis.restart(REDIS_DOWN_SECONDS)
                 faults.redis_restarts += 1
 
@@ -269,6 +273,21 @@ def wait_until_ready(
     finally:
         redis.close()
     raise AssertionError(f"the cluster did not start within {timeout:.0f} s")
+
+
+def await_breakers_closed(cluster: Cluster, outage_end: float, timeout: float = 30) -> None:
+    """Until both breakers logged a move to closed after the outage (or the timeout: then
+    check_breaker reports it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        closed = {
+            t.get("provider") for t in cluster.log_events("breaker_state_change")
+            if t.get("new_state") == "closed"
+            and datetime.fromisoformat(t["timestamp"]).timestamp() > outage_end
+        }  # fmt: skip
+        if closed >= {"sendgrid", "twilio"}:
+            return
+        time.sleep(0.5)
 
 
 def sent_count(database_url: str) -> int:
