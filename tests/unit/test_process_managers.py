@@ -5,6 +5,7 @@ with status 0 (docs/operations.md, "When a process exits")."""
 from __future__ import annotations
 
 import configparser
+import re
 import shlex
 from pathlib import Path
 
@@ -42,4 +43,5 @@ def test_a_systemd_unit_for_every_procfile_line_restarts_always() -> None:
 def test_pm2_restarts_on_every_exit_status() -> None:
     text = (REPO / "ecosystem.config.js").read_text()
     assert "autorestart: true" in text
-    assert "stop_exit_codes" not in text  # PM2 would not restart a process exiting with these
+    # PM2 would not restart a process exiting with one of these codes
+    assert not re.search(r"\bstop_exit_codes\s*:", text)
