@@ -37,6 +37,8 @@ function bin(name) {
 const common = {
   interpreter: "none", // a console script, not a Node.js file
   exec_mode: "fork",
+  // Restart on every exit, status 0 included (no stop_exit_codes): a worker quits on a Redis
+  // outage longer than it rides out (~30 s), sometimes with status 0.
   autorestart: true,
   min_uptime: "10s", // a process that dies sooner counts as a failed start...
   max_restarts: 20, // ...and PM2 gives up after this many in a row

@@ -1,6 +1,8 @@
 """Settings module for the stock RQ worker: `rq worker -c notifier.rq_settings`.
 
 RQ reads REDIS_URL, QUEUES (drained in this order: urgent first) and DICT_CONFIG from here.
+Importing it also makes the worker's Redis connection retry through a Redis restart of up to
+about 30 s instead of quitting (notifier/pipeline/redis_retry.py says why and how).
 A missing or malformed setting, a channel without a provider, a missing template directory or
 an unwritable outbox stops the worker at start-up (exit 2, before it registers) with one line
 naming the variable.
@@ -8,11 +10,13 @@ naming the variable.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from notifier.config import load_settings
 from notifier.errors import ConfigError, StoreAuthError, StoreFunctionMissingError
 from notifier.log import QUIET_SDK_LOGGERS
+from notifier.pipeline import redis_retry
 from notifier.pipeline.queues import QUEUE_NAMES
 from notifier.pipeline.readiness import check_worker_can_deliver
 from notifier.redaction import secret_values
@@ -34,6 +38,12 @@ except (ConfigError, StoreAuthError, StoreFunctionMissingError) as _error:
 for _channel, _how_to_fix in _settings.missing_providers().items():
     print(f"notifier: {_channel} jobs will fail: {_how_to_fix}", file=sys.stderr)
 
+redis_retry.install()  # before RQ connects: it imports this module first
+# Import the task, the providers and their SDKs once, here: a forking worker's work horse then
+# inherits them instead of importing them inside every RQ job, where that takes seconds on a
+# busy machine and counts against the job's timeout.
+importlib.import_module("notifier.tasks")
+importlib.import_module("notifier.providers.registry")
 QUEUES = list(QUEUE_NAMES)
 _FORMATTERS = {"json": "JsonFormatter", "text": "TextFormatter"}
 

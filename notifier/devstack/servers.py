@@ -360,6 +360,20 @@ class LocalRedis(_LocalServer):
     def _url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Kill the server and start an empty one on the same port `down_seconds` later.
+
+        Nothing is persisted, so every key is lost: to its clients this is a Redis crash and
+        restart (the chaos suite's fault). Call it from the thread that called start().
+        """
+        if self.process is None:
+            raise LocalServerError(f"local {self.name} is not running; call start() first")
+        self.process.kill()
+        self.process.wait()
+        time.sleep(down_seconds)
+        self._launch()  # the same port and directory: the config file names the port
+        self._wait_until_ready()
+
 
 def _remove_in_background(directory: Path) -> None:
     """Delete a stopped server's directory without waiting: a test session's PostgreSQL holds

@@ -19,6 +19,7 @@ import json
 import re
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -195,6 +196,11 @@ class _Server(ThreadingHTTPServer):
     def shutdown_request(self, request: Any) -> None:
         self.open_sockets.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet about clients that vanish mid-request (a killed worker); loud otherwise."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def close_open_connections(self) -> None:
         """Cut kept-alive connections too, so a stopped server really stops answering."""
