@@ -1,0 +1,93 @@
+-- Per-claim work by primary key, so its cost does not grow with the backlog (issue 12).
+--
+-- start_notification_attempts (20261201000110) joined its `claims` CTE against notification_jobs
+-- in one UPDATE ... FROM. The planner hash-joined it with every `queued` row found through the
+-- lease index: ~1,000 rows read to start one job with 1,000 queued, and a cost per notification
+-- that grows with the work in flight (quadratic overall). release_notification_claims had the
+-- same shape. Both now walk their claims and touch each job by its primary key (one index
+-- probe per claim, whatever the backlog); the plan of `where id = $1` cannot flip with
+-- statistics. Same signatures, result columns and behaviour; `create or replace` keeps the
+-- grants of 20261124000500 (service_role only), and the call below restates them.
+
+-- queued → processing, for each (job id, lease token) whose token is still current; returns
+-- what a worker needs to deliver (job, recipient, group, preferences) in one round trip.
+-- A stale or duplicate copy of a job gets no row and is therefore never sent. Claims are taken
+-- in job-id order, so two workers starting overlapping batches lock rows in the same order.
+create or replace function start_notification_attempts(p_claims jsonb, p_lease_seconds integer)
+returns table (
+  id uuid, lease_token uuid, recipient_id uuid, group_id uuid, update_id uuid,
+  notification_type varchar, urgency_level varchar, delivery_method varchar, content jsonb,
+  metadata jsonb, retry_count integer, max_retries integer, scheduled_for timestamptz,
+  created_at timestamptz, recipient jsonb, group_name text, preferences jsonb
+)
+language plpgsql security definer set search_path = public, pg_temp as $$
+declare
+  v_claim record;
+  v_job notification_jobs;
+begin
+  if p_lease_seconds is null or p_lease_seconds < 1 then
+    raise exception 'start_notification_attempts needs a positive lease' using errcode = '22023';
+  end if;
+  for v_claim in
+    select distinct (c ->> 'job_id')::uuid as job_id, (c ->> 'lease_token')::uuid as token
+      from jsonb_array_elements(p_claims) c
+     order by 1
+  loop
+    -- One primary-key probe: the job, only while this token holds it and it is still queued.
+    update notification_jobs j
+       set status = 'processing', attempt_started_at = now(),
+           locked_until = now() + make_interval(secs => p_lease_seconds), updated_at = now()
+     where j.id = v_claim.job_id and j.lease_token = v_claim.token and j.status = 'queued'
+    returning j.* into v_job;
+    continue when not found;  -- a stale or duplicate copy: nothing to send
+
+    return query
+    select v_job.id, v_job.lease_token, v_job.recipient_id, v_job.group_id, v_job.update_id,
+           v_job.notification_type, v_job.urgency_level, v_job.delivery_method, v_job.content,
+           v_job.metadata, v_job.retry_count, v_job.max_retries, v_job.scheduled_for,
+           v_job.created_at,
+           (select jsonb_build_object(
+                     'id', r.id, 'name', to_jsonb(r) ->> 'name', 'email', to_jsonb(r) ->> 'email',
+                     'phone', to_jsonb(r) ->> 'phone', 'timezone', to_jsonb(r) ->> 'timezone',
+                     'preference_token', to_jsonb(r) ->> 'preference_token',
+                     'is_active', coalesce((to_jsonb(r) ->> 'is_active')::boolean, true))
+              from recipients r where r.id = v_job.recipient_id),
+           (select to_jsonb(g) ->> 'name' from recipient_groups g where g.id = v_job.group_id),
+           (select jsonb_build_object(
+                     'is_muted', coalesce(p.is_muted, false), 'muted_until', p.muted_until,
+                     'effective_channels', to_jsonb(p.effective_channels),
+                     'effective_frequency', p.effective_frequency)
+              from notification_preferences_cache p
+             where p.recipient_id = v_job.recipient_id
+               and (p.group_id = v_job.group_id or p.group_id is null)
+             order by (p.group_id is null)   -- a group-specific row wins over the recipient default
+             limit 1);
+  end loop;
+end
+$$;
+
+-- queued → pending for claims the poller could not hand to Redis (Redis down mid-enqueue),
+-- so they do not wait for their lease to expire. Only while the token is still current.
+create or replace function release_notification_claims(p_claims jsonb) returns integer
+language plpgsql security definer set search_path = public, pg_temp as $$
+declare
+  v_claim record;
+  v_released integer := 0;
+begin
+  for v_claim in
+    select distinct (c ->> 'job_id')::uuid as job_id, (c ->> 'lease_token')::uuid as token
+      from jsonb_array_elements(p_claims) c
+     order by 1
+  loop
+    update notification_jobs j
+       set status = 'pending', updated_at = now()
+     where j.id = v_claim.job_id and j.lease_token = v_claim.token and j.status = 'queued';
+    v_released := v_released + (case when found then 1 else 0 end);
+  end loop;
+  return v_released;
+end
+$$;
+
+call notifier_restrict_to_service_role(
+  'start_notification_attempts', 'release_notification_claims'
+);
