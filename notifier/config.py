@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     claim_batch_size: int = Field(
         500, ge=1, le=10000, validation_alias=_env("NOTIFIER_CLAIM_BATCH")
     )
-    rq_job_size: int = Field(25, ge=1, le=1000, validation_alias=_env("NOTIFIER_RQ_JOB_SIZE"))
+    rq_job_size: int = Field(64, ge=1, le=1000, validation_alias=_env("NOTIFIER_RQ_JOB_SIZE"))
     max_in_flight: int = Field(5000, ge=1, validation_alias=_env("NOTIFIER_MAX_IN_FLIGHT"))
     lease_seconds: int = Field(300, ge=2, validation_alias=_env("NOTIFIER_LEASE_SECONDS"))
     reaper_interval: float = Field(30.0, gt=0, validation_alias=_env("NOTIFIER_REAPER_INTERVAL"))
@@ -78,8 +78,10 @@ class Settings(BaseSettings):
     unknown_outcome: Literal["retry", "fail"] = Field(
         "retry", validation_alias=_env("NOTIFIER_UNKNOWN_OUTCOME")
     )
+    # Sends in flight per worker process: 64 keeps ~200/s per process at 300 ms provider
+    # latency, ~500/s at 100 ms (docs/performance.md). One RQ job's notifications share them.
     send_concurrency: int = Field(
-        8, ge=1, le=256, validation_alias=_env("NOTIFIER_SEND_CONCURRENCY")
+        64, ge=1, le=256, validation_alias=_env("NOTIFIER_SEND_CONCURRENCY")
     )
     provider_timeout: float = Field(10.0, gt=0, validation_alias=_env("NOTIFIER_PROVIDER_TIMEOUT"))
     backoff_base_seconds: float = Field(30.0, gt=0, validation_alias=_env("NOTIFIER_BACKOFF_BASE"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from notifier.config import Settings
-from notifier.pipeline.breaker import ProviderBreaker
+from notifier.pipeline.breaker import STATE_CACHE_SECONDS, ProviderBreaker
 from notifier.pipeline.delivery import Deliverer, DeliveryPolicy
 from notifier.pipeline.poller import Poller, PollerPolicy
 from notifier.pipeline.queues import redis_connection
@@ -58,6 +58,7 @@ def build_deliverer(settings: Settings) -> Deliverer:
             fail_max=settings.breaker_fail_max,
             reset_timeout=settings.breaker_reset_timeout,
             trial_seconds=2 * settings.provider_timeout + 1,
+            cache_seconds=STATE_CACHE_SECONDS,
         )
         for provider in providers.values()
         if provider.guarded_by_breaker
@@ -71,6 +72,9 @@ def build_deliverer(settings: Settings) -> Deliverer:
         unsubscribe_url_base=settings.unsubscribe_url_base,
         unknown_outcome=settings.unknown_outcome,
     )
-    # One connection per sending thread, so no thread waits on the pool mid-delivery.
-    store = build_store(settings, pool_size=settings.send_concurrency + 1)
+    # Each send holds a connection only for its start and record calls (about a millisecond
+    # each), so NOTIFIER_DB_POOL_SIZE connections serve many more send threads; one per thread
+    # would cost hundreds of server connections across a few worker processes.
+    pool_size = min(settings.send_concurrency, settings.db_pool_size) + 1
+    store = build_store(settings, pool_size=pool_size)
     return Deliverer(store, providers, breakers, renderer, policy)
