@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     )
     rq_job_size: int = Field(64, ge=1, le=1000, validation_alias=_env("NOTIFIER_RQ_JOB_SIZE"))
     max_in_flight: int = Field(5000, ge=1, validation_alias=_env("NOTIFIER_MAX_IN_FLIGHT"))
+    max_queued_rq_jobs: int = Field(
+        8, ge=1, validation_alias=_env("NOTIFIER_MAX_QUEUED_RQ_JOBS")
+    )
     lease_seconds: int = Field(300, ge=2, validation_alias=_env("NOTIFIER_LEASE_SECONDS"))
     reaper_interval: float = Field(30.0, gt=0, validation_alias=_env("NOTIFIER_REAPER_INTERVAL"))
     digest_interval: float = Field(60.0, gt=0, validation_alias=_env("NOTIFIER_DIGEST_INTERVAL"))

@@ -30,6 +30,7 @@ def build_poller(settings: Settings, *, stopping: threading.Event | None = None)
         claim_batch_size=settings.claim_batch_size,
         rq_job_size=settings.rq_job_size,
         max_in_flight=settings.max_in_flight,
+        max_queued_rq_jobs=settings.max_queued_rq_jobs,
         lease_seconds=settings.lease_seconds,
         unknown_outcome=settings.unknown_outcome,
         rq_job_timeout=settings.rq_job_timeout,

@@ -9,6 +9,16 @@
 -- statistics. Same signatures, result columns and behaviour; `create or replace` keeps the
 -- grants of 20261124000500 (service_role only), and the call below restates them.
 
+-- The job that a worker's lease token holds, locked FOR UPDATE, or null (as in 000110): found by
+-- its primary key alone (the locking subquery is planned on its own), then checked, so no
+-- statistics can turn the probe into a scan of the lease index.
+create or replace function notifier_lock_leased_job(p_job_id uuid, p_lease_token uuid)
+returns notification_jobs
+language sql volatile set search_path = public, pg_temp as $$
+  select j.* from (select * from notification_jobs where id = p_job_id for update) j
+   where j.lease_token = p_lease_token and j.status = 'processing'
+$$;
+
 -- queued → processing, for each (job id, lease token) whose token is still current; returns
 -- what a worker needs to deliver (job, recipient, group, preferences) in one round trip.
 -- A stale or duplicate copy of a job gets no row and is therefore never sent. Claims are taken
@@ -33,13 +43,18 @@ begin
       from jsonb_array_elements(p_claims) c
      order by 1
   loop
-    -- One primary-key probe: the job, only while this token holds it and it is still queued.
+    -- The job by its primary key alone, then the token and status checked on the row: a
+    -- `status = 'queued'` in the WHERE clause matches the lease index's predicate, and with
+    -- statistics taken while nothing was queued the cached plan scanned that index instead
+    -- (13 ms a claim with 10,000 queued beside 1 M finished jobs, measured).
+    select * into v_job from notification_jobs j where j.id = v_claim.job_id for update;
+    continue when not found or v_job.lease_token is distinct from v_claim.token
+                  or v_job.status <> 'queued';  -- a stale or duplicate copy: nothing to send
     update notification_jobs j
        set status = 'processing', attempt_started_at = now(),
            locked_until = now() + make_interval(secs => p_lease_seconds), updated_at = now()
-     where j.id = v_claim.job_id and j.lease_token = v_claim.token and j.status = 'queued'
+     where j.id = v_job.id
     returning j.* into v_job;
-    continue when not found;  -- a stale or duplicate copy: nothing to send
 
     return query
     select v_job.id, v_job.lease_token, v_job.recipient_id, v_job.group_id, v_job.update_id,
@@ -72,6 +87,7 @@ create or replace function release_notification_claims(p_claims jsonb) returns i
 language plpgsql security definer set search_path = public, pg_temp as $$
 declare
   v_claim record;
+  v_job notification_jobs;
   v_released integer := 0;
 begin
   for v_claim in
@@ -79,15 +95,16 @@ begin
       from jsonb_array_elements(p_claims) c
      order by 1
   loop
-    update notification_jobs j
-       set status = 'pending', updated_at = now()
-     where j.id = v_claim.job_id and j.lease_token = v_claim.token and j.status = 'queued';
-    v_released := v_released + (case when found then 1 else 0 end);
+    select * into v_job from notification_jobs j where j.id = v_claim.job_id for update;
+    continue when not found or v_job.lease_token is distinct from v_claim.token
+                  or v_job.status <> 'queued';
+    update notification_jobs j set status = 'pending', updated_at = now() where j.id = v_job.id;
+    v_released := v_released + 1;
   end loop;
   return v_released;
 end
 $$;
 
 call notifier_restrict_to_service_role(
-  'start_notification_attempts', 'release_notification_claims'
+  'notifier_lock_leased_job', 'start_notification_attempts', 'release_notification_claims'
 );
