@@ -191,7 +191,6 @@ def pipeline_env(database_url: str, redis_url: str, provider_url: str, **extra: 
         "SENDGRID_API_BASE": provider_url,
         "EMAIL_FROM": "bench@example.com",
         "NOTIFIER_POLL_INTERVAL": "1",
-        "LOG_LEVEL": "WARNING",
         **extra,
     }
 

@@ -90,7 +90,7 @@ class SendGridProvider:
         self.sandbox = sandbox
         self.timeout = timeout  # always passed: without one a request could wait forever
         self._url = self.base_url + MAIL_SEND_PATH
-        self._session = pooled_session(api_key, pool_size)
+        self._session = pooled_session(api_key, pool_size, self._url)
         quiet_sdk_loggers()  # python_http_client logs the Authorization header at DEBUG
 
     def close(self) -> None:
@@ -127,10 +127,18 @@ class SendGridProvider:
         )
 
 
-def pooled_session(api_key: str, pool_size: int) -> requests.Session:
+def pooled_session(api_key: str, pool_size: int, url: str) -> requests.Session:
     """Kept-alive connections, up to `pool_size` at once (one per concurrent send), never
-    retried by the transport: a retry after the request was written could duplicate the email."""
+    retried by the transport: a retry after the request was written could duplicate the email.
+
+    The environment's proxy and CA-bundle settings (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE,
+    ...) are read once here instead of on every request, where requests re-reads them (and
+    looks for ~/.netrc) each time."""
     session = requests.Session()
+    environment = session.merge_environment_settings(url, {}, None, None, None)
+    session.trust_env = False
+    session.proxies.update(environment.get("proxies") or {})
+    session.verify = environment.get("verify", True)
     adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
