@@ -100,7 +100,10 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     lines = ["| measurement | value |", "| --- | --- |"]
     for latency, row in results["throughput"].items():
-        lines.append(f"| bare render+send, {latency} ms | {row['bare']['rate']:.0f}/s |")
+        lines.append(
+            f"| bare render+send, {latency} ms | {row['bare']['rate']:.0f}/s (CPU "
+            f"{row['bare']['cpu_ms_per_notification']:.2f} ms per notification) |"
+        )
         for key, value in row.items():
             if key.startswith("pipeline_"):
                 lines.append(

@@ -51,10 +51,12 @@ def main() -> None:
         provider.send(composer.compose(item))
 
     with ThreadPoolExecutor(args.threads) as pool:
+        cpu = time.process_time()
         started = time.time()
         list(pool.map(deliver, jobs))
         ended = time.time()
-    print(json.dumps({"started": started, "ended": ended, "count": args.count}), flush=True)
+        cpu = time.process_time() - cpu
+    print(json.dumps({"started": started, "ended": ended, "count": args.count, "cpu_s": cpu}))
 
 
 if __name__ == "__main__":

@@ -136,10 +136,11 @@ class Deliverer:
         pool = self._send_pool()
         if len(claims) <= self._policy.send_concurrency:
             started = self._store.start_attempts(claims, self._policy.lease_seconds)
-            stale = len(claims) - len(started)
-            for job_id in {c.job_id for c in claims} - {job.job_id for job in started}:
-                event(logger, "stale_claim_dropped", logging.WARNING, job_id=job_id)
-            outcomes = list(pool.map(self.deliver_one, started)) + [Outcome.STALE] * stale
+            current = {(job.job_id, job.lease_token) for job in started}
+            stale = [c for c in claims if (c.job_id, c.lease_token) not in current]
+            for claim in stale:
+                event(logger, "stale_claim_dropped", logging.WARNING, job_id=claim.job_id)
+            outcomes = list(pool.map(self.deliver_one, started)) + [Outcome.STALE] * len(stale)
             return counts(outcomes)
         return counts(list(pool.map(self.deliver_claim, claims)))
 
