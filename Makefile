@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BOOTSTRAP = PYTHON='$(PYTHON)' VENV='$(VENV)' bash scripts/bootstrap.sh
 
-.PHONY: dev test chaos lint bootstrap
+.PHONY: dev test chaos lint bootstrap bench
 
 bootstrap:
 	@$(BOOTSTRAP) >/dev/null
@@ -25,3 +25,8 @@ chaos:
 
 lint:
 	@py=$$($(BOOTSTRAP)) && "$$py" -m ruff check notifier tests bench && "$$py" -m mypy
+
+# The benchmark (docs/performance.md): throwaway servers, ~15 minutes, results and plots in
+# bench/results/. BENCH_ARGS=--quick for a smoke run.
+bench:
+	@py=$$($(BOOTSTRAP)) && "$$py" -m pip install -q -e '.[test,bench]' && "$$py" -m bench $(BENCH_ARGS)

@@ -38,10 +38,7 @@ from notifier.errors import ConfigError
 # shipped PM2 file (`ecosystem.config.js`), so every process it starts inherits them.
 NOT_SETTINGS = frozenset({"NOTIFIER_BIN"})
 # Settings that were removed, with what to do instead (an unknown name would only confuse).
-RETIRED = {
-    "NOTIFIER_DB_POOL_SIZE": "no longer read: each process sizes its own pool (a worker "
-    "NOTIFIER_SEND_CONCURRENCY + 1, a poller 2, a command 1); remove it",
-}
+RETIRED: dict[str, str] = {}
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 EmailProviderName = Literal["sendgrid", "console"]
@@ -114,16 +111,21 @@ class Settings(BaseSettings):
     claim_batch_size: int = Field(
         500, ge=1, le=10000, validation_alias=_env("NOTIFIER_CLAIM_BATCH")
     )
-    rq_job_size: int = Field(25, ge=1, le=1000, validation_alias=_env("NOTIFIER_RQ_JOB_SIZE"))
+    rq_job_size: int = Field(64, ge=1, le=1000, validation_alias=_env("NOTIFIER_RQ_JOB_SIZE"))
     max_in_flight: int = Field(5000, ge=1, validation_alias=_env("NOTIFIER_MAX_IN_FLIGHT"))
+    max_queued_rq_jobs: int = Field(
+        8, ge=1, validation_alias=_env("NOTIFIER_MAX_QUEUED_RQ_JOBS")
+    )
     lease_seconds: int = Field(300, ge=2, validation_alias=_env("NOTIFIER_LEASE_SECONDS"))
     reaper_interval: float = Field(30.0, gt=0, validation_alias=_env("NOTIFIER_REAPER_INTERVAL"))
     digest_interval: float = Field(60.0, gt=0, validation_alias=_env("NOTIFIER_DIGEST_INTERVAL"))
     unknown_outcome: Literal["retry", "fail"] = Field(
         "retry", validation_alias=_env("NOTIFIER_UNKNOWN_OUTCOME")
     )
+    # Sends in flight per worker process: 64 keeps ~200/s per process at 300 ms provider
+    # latency, ~500/s at 100 ms (docs/performance.md). One RQ job's notifications share them.
     send_concurrency: int = Field(
-        8, ge=1, le=256, validation_alias=_env("NOTIFIER_SEND_CONCURRENCY")
+        64, ge=1, le=256, validation_alias=_env("NOTIFIER_SEND_CONCURRENCY")
     )
     provider_timeout: float = Field(10.0, gt=0, validation_alias=_env("NOTIFIER_PROVIDER_TIMEOUT"))
     backoff_base_seconds: float = Field(30.0, gt=0, validation_alias=_env("NOTIFIER_BACKOFF_BASE"))
@@ -132,6 +134,8 @@ class Settings(BaseSettings):
     breaker_reset_timeout: int = Field(
         60, ge=1, validation_alias=_env("NOTIFIER_BREAKER_RESET_TIMEOUT")
     )
+    # The database connections a worker process holds at most (+1), shared by its send threads.
+    db_pool_size: int = Field(10, ge=1, le=200, validation_alias=_env("NOTIFIER_DB_POOL_SIZE"))
     # None: automatic (off on port 6543, Supabase's transaction pooler, which cannot keep them).
     prepared_statements: bool | None = Field(
         None, validation_alias=_env("NOTIFIER_DB_PREPARED_STATEMENTS")

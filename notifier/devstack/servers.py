@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Self
 from urllib.parse import quote
@@ -251,6 +251,18 @@ class LocalPostgres(_LocalServer):
     death_signal = signal.SIGQUIT  # immediate shutdown: the data is thrown away anyway
     stop_signal = signal.SIGINT  # what `pg_ctl stop -m fast` sends
 
+    def __init__(
+        self,
+        base_dir: Path | None = None,
+        port: int | None = None,
+        *,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
+        """`settings` are extra postgresql.conf lines (the benchmark preloads
+        pg_stat_statements), applied after the defaults below."""
+        super().__init__(base_dir, port)
+        self.extra_settings = dict(settings or {})
+
     def _prepare(self) -> None:
         assert self.dir is not None
         bindir = find_postgres_bindir()
@@ -287,6 +299,7 @@ class LocalPostgres(_LocalServer):
             "fsync": "off",
             "synchronous_commit": "off",
             "full_page_writes": "off",
+            **self.extra_settings,
         }
         with (data / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())

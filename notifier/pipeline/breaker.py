@@ -7,6 +7,16 @@ an excluded exception as a success. Instead the send runs outside, and its outco
 through `call()` afterwards: a transient error as a failure, a success as a success, and a
 permanent error not at all, so it neither trips nor resets the breaker.
 
+On the hot path (a closed breaker with no failures counted) a success costs no Redis command:
+the state is read at most once per `STATE_CACHE_SECONDS` per process (one MGET), and a success
+is reported only when it changes something (a failure count to reset, a trial to close).
+Failures and state changes are always written at once. The agreement bound: a worker sees a
+breaker another worker opened (or closed) at most `STATE_CACHE_SECONDS` later, so it may send
+up to that long to a provider the cluster has given up on (those calls are ordinary attempts);
+and a success whose cached view was closed-and-clean does not reset a failure count another
+worker raised within that window, so failures spread over workers may trip the breaker a little
+sooner than strictly consecutive ones would.
+
 This module owns the Redis key layout (`storage_key`) and the reopening rule (`retry_at`), so
 the read side (`notifier.operations.redis_state`) imports them instead of re-deriving them.
 """
@@ -31,6 +41,8 @@ T = TypeVar("T")
 Clock = Callable[[], datetime]
 # How long callers wait while another process's trial request is in flight.
 TRIAL_BUSY_WAIT = timedelta(seconds=2)
+# How long a worker trusts its last read of the shared state (see the module docstring).
+STATE_CACHE_SECONDS = 1.0
 NAMESPACE_PREFIX = "notifier:breaker"
 # What pybreaker's CircuitRedisStorage keeps per breaker (each under `storage_key`).
 STORAGE_FIELDS = ("state", "fail_counter", "opened_at")
@@ -131,6 +143,7 @@ class ProviderBreaker:
         reset_timeout: int,
         trial_seconds: float = 30.0,
         clock: Clock = _utc_now,
+        cache_seconds: float = 0.0,
     ) -> None:
         self._storage = _ClockedStorage(redis, namespace(provider), clock)
         self.provider = provider
@@ -138,6 +151,9 @@ class ProviderBreaker:
         self._trial_key = trial_key(provider)
         self._trial_seconds = trial_seconds
         self._clock = clock
+        self._cache_for = timedelta(seconds=cache_seconds)
+        # (read at, state, fail counter): replaced whole, so threads never see half of one.
+        self._cached: tuple[datetime, str, int] | None = None
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_timeout,
@@ -175,8 +191,10 @@ class ProviderBreaker:
         and burn attempts. Refusals carry a jittered retry time, so deferred jobs spread out.
         """
         trial = False
-        state = self.state
+        state, fail_counter = self._shared_view()
         if state != pybreaker.STATE_CLOSED:
+            self._cached = None
+            state = self.state  # not the common case: decide on the fresh state
             now = self._clock()
             reopens = self.retry_at()
             if state == pybreaker.STATE_OPEN and reopens is not None and now < reopens:
@@ -192,13 +210,34 @@ class ProviderBreaker:
             result = send()
         except TransientDeliveryError as error:
             self._report(_reraise, error)
+            self._cached = None
             raise
         else:
-            self._report(_succeed)
+            if trial or state != pybreaker.STATE_CLOSED or fail_counter:
+                self._report(_succeed)
+                self._cached = None
+            # else closed with nothing counted: the success would change nothing in Redis
         finally:
             if trial:
                 self._release_trial()
         return result
+
+    def _shared_view(self) -> tuple[str, int]:
+        """(state, fail counter), read from Redis at most once per cache period."""
+        now = self._clock()
+        cached = self._cached
+        if cached is not None and now - cached[0] < self._cache_for:
+            return cached[1], cached[2]
+        try:
+            raw_state, raw_counter = self._redis.mget(
+                storage_key(self.provider, "state"), storage_key(self.provider, "fail_counter")
+            )
+        except RedisError:
+            return pybreaker.STATE_CLOSED, 0  # like pybreaker's storage: behave as closed
+        state = raw_state.decode() if isinstance(raw_state, bytes) else pybreaker.STATE_CLOSED
+        counter = int(raw_counter or 0)
+        self._cached = (now, state, counter)
+        return state, counter
 
     def _jittered(self, moment: datetime) -> datetime:
         spread = max(1.0, self._breaker.reset_timeout * 0.2)

@@ -126,19 +126,43 @@ class Deliverer:
         self._renderer = renderer
         self._policy = policy
         self._feedback = feedback  # where a provider's "never send here again" is recorded
+        self._pool: ThreadPoolExecutor | None = None
 
     def deliver_batch(self, claims: list[Claim]) -> dict[str, int]:
         """Deliver every claim whose lease is still current; returns counts by outcome.
 
-        Each claim starts its attempt just before its own send (not all at once), so a worker
-        lost mid-batch leaves only the jobs actually in hand with an unknown outcome; the rest
-        are still `queued` and come back without using an attempt.
+        When the whole batch fits in the send threads, its attempts start in one round trip:
+        every job is then in hand at once anyway, so a worker lost mid-batch leaves no more
+        jobs with an unknown outcome than starting them one by one would. A larger batch starts
+        each claim just before its own send, so the jobs not yet in hand stay `queued` and come
+        back without using an attempt.
         """
-        workers = min(self._policy.send_concurrency, len(claims))
-        if workers <= 1:
+        concurrency = min(self._policy.send_concurrency, len(claims))
+        if concurrency <= 1:
             return counts([self.deliver_claim(claim) for claim in claims])
-        with ThreadPoolExecutor(workers, thread_name_prefix="send") as pool:
-            return counts(list(pool.map(self.deliver_claim, claims)))
+        pool = self._send_pool()
+        if len(claims) <= self._policy.send_concurrency:
+            started = self._store.start_attempts(claims, self._policy.lease_seconds)
+            current = {(job.job_id, job.lease_token) for job in started}
+            stale = [c for c in claims if (c.job_id, c.lease_token) not in current]
+            for claim in stale:
+                event(logger, "stale_claim_dropped", logging.WARNING, job_id=claim.job_id)
+            outcomes = list(pool.map(self.deliver_one, started)) + [Outcome.STALE] * len(stale)
+            return counts(outcomes)
+        return counts(list(pool.map(self.deliver_claim, claims)))
+
+    def _send_pool(self) -> ThreadPoolExecutor:
+        """The send threads, made once per deliverer (so per worker process), not per batch."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self._policy.send_concurrency, thread_name_prefix="send"
+            )
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def deliver_claim(self, claim: Claim) -> Outcome:
         """Start the claim's attempt (fenced by its token) and deliver it; returns the outcome."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from notifier.config import Settings
-from notifier.pipeline.breaker import ProviderBreaker
+from notifier.pipeline.breaker import STATE_CACHE_SECONDS, ProviderBreaker
 from notifier.pipeline.delivery import Deliverer, DeliveryPolicy
 from notifier.pipeline.poller import Poller, PollerPolicy
 from notifier.pipeline.queues import redis_connection
@@ -32,6 +32,7 @@ def build_poller(settings: Settings, *, stopping: threading.Event | None = None)
         claim_batch_size=settings.claim_batch_size,
         rq_job_size=settings.rq_job_size,
         max_in_flight=settings.max_in_flight,
+        max_queued_rq_jobs=settings.max_queued_rq_jobs,
         lease_seconds=settings.lease_seconds,
         unknown_outcome=settings.unknown_outcome,
         rq_job_timeout=settings.rq_job_timeout,
@@ -59,6 +60,7 @@ def build_deliverer(settings: Settings) -> Deliverer:
             fail_max=settings.breaker_fail_max,
             reset_timeout=settings.breaker_reset_timeout,
             trial_seconds=2 * settings.provider_timeout + 1,
+            cache_seconds=STATE_CACHE_SECONDS,
         )
         for provider in providers.values()
         if provider.guarded_by_breaker
@@ -72,7 +74,10 @@ def build_deliverer(settings: Settings) -> Deliverer:
         unsubscribe_url_base=settings.resolved_unsubscribe_url_base,
         unknown_outcome=settings.unknown_outcome,
     )
-    # One connection per sending thread, so no thread waits on the pool mid-delivery; the
-    # feedback store (suppressions after a refusal) shares the pool.
-    caller = open_caller(settings, pool_size=settings.send_concurrency + 1)
+    # Each send holds a connection only for its start and record calls (about a millisecond
+    # each), so NOTIFIER_DB_POOL_SIZE connections serve many more send threads; one per thread
+    # would cost hundreds of server connections across a few worker processes. The feedback
+    # store (suppressions after a refusal) shares the pool.
+    pool_size = min(settings.send_concurrency, settings.db_pool_size) + 1
+    caller = open_caller(settings, pool_size=pool_size)
     return Deliverer(JobStore(caller), providers, breakers, renderer, policy, FeedbackStore(caller))

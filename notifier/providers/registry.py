@@ -56,6 +56,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             settings.email_from,
             base_url=settings.sendgrid_api_base,
             timeout=settings.provider_timeout,
+            pool_size=settings.send_concurrency,
         )
     if sms_name == "twilio":
         assert settings.twilio_account_sid is not None and settings.twilio_auth_token is not None

@@ -3,6 +3,11 @@
 The job id travels in `personalizations[0].custom_args` (the official spec types the top-level
 `custom_args` as a string), so every event-webhook event can be traced back to its job. A 202
 means SendGrid accepted (queued) the message, not that it was delivered.
+
+The body is built by the official helper (`sendgrid.helpers.mail.Mail`), but it is posted
+through one kept-alive, pooled `requests.Session` per provider (so per worker process): the
+SDK's own client (python_http_client on urllib) opens a new connection, in production a new TLS
+handshake, for every email.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from typing import Any
 from urllib.error import URLError
 from urllib.parse import urlsplit
 
-from python_http_client.exceptions import HTTPError
-from sendgrid import SendGridAPIClient
+import requests
+import sendgrid
+import urllib3
+from requests.adapters import HTTPAdapter
 from sendgrid.helpers.mail import (
     ApiKeyIncludedException,
     CustomArg,
@@ -45,6 +52,9 @@ _HINTS = {
     413: "the message is larger than SendGrid's 30 MB limit",
 }
 _MAX_DETAIL = 300
+MAIL_SEND_PATH = "/v3/mail/send"
+# What the SDK's own client sends as User-Agent, so SendGrid sees the same client.
+USER_AGENT = f"sendgrid/{sendgrid.__version__};python"
 
 
 class SendGridProvider:
@@ -62,6 +72,7 @@ class SendGridProvider:
         base_url: str = "https://api.sendgrid.com",
         timeout: float = 10.0,
         sandbox: bool = False,
+        pool_size: int = 10,
     ) -> None:
         if not api_key:
             raise ConfigError("SENDGRID_API_KEY is empty; SendGrid needs an API key to send email")
@@ -72,9 +83,13 @@ class SendGridProvider:
         self.from_name = from_name
         self.base_url = base_url.rstrip("/")
         self.sandbox = sandbox
-        self._client = SendGridAPIClient(api_key=api_key, host=self.base_url)
-        self._client.client.timeout = timeout  # the SDK has no default: it would wait forever
+        self.timeout = timeout  # always passed: without one a request could wait forever
+        self._url = self.base_url + MAIL_SEND_PATH
+        self._session = pooled_session(api_key, pool_size, self._url)
         quiet_sdk_loggers()  # python_http_client logs the Authorization header at DEBUG
+
+    def close(self) -> None:
+        self._session.close()
 
     def send(self, message: Message) -> ProviderReceipt:
         if not isinstance(message, EmailMessage):
@@ -86,24 +101,51 @@ class SendGridProvider:
             payload = build_payload(
                 message, self.from_email, from_name=self.from_name, sandbox=self.sandbox
             )
-            response = self._client.send(payload)
-        except HTTPError as exc:
-            error = classify_http_error(exc.status_code, exc.body, exc.headers)
-            raise redacted(error, self._api_key) from None
+            body = json.dumps(payload).encode()
+            response = self._session.post(self._url, data=body, timeout=self.timeout)
         except ApiKeyIncludedException:
             # The SDK refuses a body that *starts* with something shaped like "SG.x.y".
             raise PermanentDeliveryError(
                 "SendGrid's library refused to send: the email body starts with text that looks "
                 "like a SendGrid API key; check the template"
             ) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException) as exc:  # requests' errors are OSErrors
             raise redacted(classify_network_error(exc, self.base_url), self._api_key) from None
+        if response.status_code >= 400:
+            error = classify_http_error(response.status_code, response.content, response.headers)
+            raise redacted(error, self._api_key)
         message_id = header(response.headers, "X-Message-Id")
         return ProviderReceipt(
             provider=self.name,
             message_id=message_id,
             response={"status": response.status_code, "sandbox": self.sandbox},
         )
+
+
+def pooled_session(api_key: str, pool_size: int, url: str) -> requests.Session:
+    """Kept-alive connections, up to `pool_size` at once (one per concurrent send), never
+    retried by the transport: a retry after the request was written could duplicate the email.
+
+    The environment's proxy and CA-bundle settings (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE,
+    ...) are read once here instead of on every request, where requests re-reads them (and
+    looks for ~/.netrc) each time."""
+    session = requests.Session()
+    environment = session.merge_environment_settings(url, {}, None, None, None)
+    session.trust_env = False
+    session.proxies.update(environment.get("proxies") or {})
+    session.verify = environment.get("verify", True)
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers.update(
+        {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+    )
+    return session
 
 
 def build_payload(
@@ -153,22 +195,44 @@ def classify_http_error(
 
 
 def classify_network_error(exc: BaseException, base_url: str) -> TransientDeliveryError:
-    """A request that got no HTTP answer. urllib wraps errors of the connect phase in
-    `URLError` (nothing was sent: a plain retry); anything raised later (a read timeout, a reset
-    or a disconnect after the request was written) may follow an accepted message, so its
-    outcome is unknown."""
-    reason: object = exc.reason if isinstance(exc, URLError) else exc
+    """A request that got no HTTP answer. An error of the connect phase (refused, no such host,
+    connect timeout; urllib's `URLError`) means nothing was sent: a plain retry. Anything raised
+    later (a read timeout, a reset or a disconnect after the request was written) may follow an
+    accepted message, so its outcome is unknown."""
+    reason = _reason(exc)
     kind = type(reason).__name__
     text = str(reason).strip() or kind
-    if isinstance(reason, TimeoutError):
+    if isinstance(reason, TimeoutError) or isinstance(exc, requests.Timeout):
         text = "timed out"
     host = urlsplit(base_url).netloc or base_url
-    if isinstance(exc, URLError):
+    if _before_sending(exc):
         return TransientDeliveryError(f"Could not reach SendGrid at {host}: {text} ({kind})")
     return UnknownOutcomeError(
         f"No answer from SendGrid at {host} after sending: {text} ({kind}); "
         "it may or may not have accepted the email"
     )
+
+
+def _before_sending(exc: BaseException) -> bool:
+    """Whether the error came before any byte of the request left (so a retry is safe)."""
+    if isinstance(exc, URLError | requests.exceptions.ConnectTimeout):
+        return True
+    return isinstance(exc, requests.ConnectionError) and isinstance(
+        _reason(exc), urllib3.exceptions.NewConnectionError
+    )
+
+
+def _reason(exc: BaseException) -> BaseException:
+    """The error underneath the wrappers (urllib's `URLError`, requests' `MaxRetryError`)."""
+    if isinstance(exc, URLError) and isinstance(exc.reason, BaseException):
+        return exc.reason
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
+        return inner.reason
+    if isinstance(inner, urllib3.exceptions.ProtocolError) and len(inner.args) > 1:
+        cause = inner.args[1]
+        return cause if isinstance(cause, BaseException) else exc
+    return exc
 
 
 def first_error_message(body: bytes | str | None) -> str | None:

@@ -323,3 +323,16 @@ def test_a_success_that_cannot_be_recorded_is_never_resent(
     assert seed.job(db, job_id)["status"] == "processing", "left for the reaper, not retried"
     assert seed.logs(db, job_id) == []
     failing.close()
+
+
+def test_a_batch_started_together_drops_only_its_stale_claims(
+    db: psycopg.Connection[Any], store: JobStore, deliverer: Deliverer, sendgrid: SendGridLoopback
+) -> None:
+    # Three claims fit in the four send threads: their attempts start in one call.
+    enqueue(db, seed.add_recipient(db)["recipient"], n=2)
+    first, second = store.claim(10, 30)
+    stale = Claim(job_id=first.job_id, lease_token="00000000-0000-0000-0000-000000000000")
+
+    assert deliverer.deliver_batch([first, stale, second]) == {"sent": 2, "stale": 1}
+    assert deliverer.deliver_batch([first, second]) == {"stale": 2}, "a duplicate is dropped"
+    assert len(sendgrid.requests) == 2

@@ -164,3 +164,56 @@ def test_retry_at_is_one_second_past_the_reset_timeout() -> None:
     opened = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
     assert retry_at(opened, 60) == opened + timedelta(seconds=61)
+
+
+class CountingRedis(fakeredis.FakeRedis):
+    """Counts the commands a breaker sends, to hold the hot path to its budget."""
+
+    commands = 0
+
+    def execute_command(self, *args, **options):  # type: ignore[no-untyped-def]
+        CountingRedis.commands += 1
+        return super().execute_command(*args, **options)
+
+
+def test_successes_on_a_clean_closed_breaker_cost_one_read_per_cache_period(clock: Clock) -> None:
+    redis = CountingRedis()
+    breaker = ProviderBreaker("sendgrid", redis, fail_max=2, reset_timeout=60, clock=clock,
+                              cache_seconds=1.0)
+    CountingRedis.commands = 0
+    for _ in range(50):
+        breaker.guard(lambda: None)
+    assert CountingRedis.commands == 1  # one MGET, no writes
+
+    clock.advance(1)
+    breaker.guard(lambda: None)
+    assert CountingRedis.commands == 2
+
+
+def test_another_workers_open_is_seen_within_the_cache_period(clock: Clock) -> None:
+    redis = fakeredis.FakeRedis()
+    ours = ProviderBreaker("sendgrid", redis, fail_max=2, reset_timeout=60, clock=clock,
+                           cache_seconds=1.0)
+    theirs = make(redis, clock)
+    ours.guard(lambda: None)
+    for _ in range(2):
+        with pytest.raises(TransientDeliveryError):
+            theirs.guard(transient)
+    assert theirs.state == "open"
+
+    ours.guard(lambda: None)  # still inside our cache period: allowed (the stated bound)
+    clock.advance(1)
+    with pytest.raises(CircuitOpenError):
+        ours.guard(lambda: None)
+
+
+def test_a_success_after_failures_still_resets_the_count_with_a_cache(clock: Clock) -> None:
+    redis = fakeredis.FakeRedis()
+    breaker = ProviderBreaker("sendgrid", redis, fail_max=2, reset_timeout=60, clock=clock,
+                              cache_seconds=1.0)
+    with pytest.raises(TransientDeliveryError):
+        breaker.guard(transient)
+    breaker.guard(lambda: None)
+    with pytest.raises(TransientDeliveryError):
+        breaker.guard(transient)
+    assert breaker.state == "closed" and breaker.fail_counter == 1

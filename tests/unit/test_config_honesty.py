@@ -104,10 +104,24 @@ def test_the_known_names_come_from_the_settings_fields() -> None:
         assert alias.choices[0] in known_names()  # type: ignore[union-attr]
 
 
-def test_the_removed_pool_size_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NOTIFIER_DB_POOL_SIZE", "20")
-    with pytest.raises(ConfigError, match=r"^NOTIFIER_DB_POOL_SIZE is no longer read"):
-        load_settings()
+def test_the_pool_size_bounds_the_workers_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    from notifier.pipeline import runtime
+    from notifier.store import postgres
+
+    sizes: list[int] = []
+
+    class Recorder:
+        def __init__(self, url: str, *, max_size: int, prepare: bool | None) -> None:
+            sizes.append(max_size)
+
+    monkeypatch.setattr(postgres, "PostgresCaller", Recorder)
+    base = {
+        "database_url": "postgresql://db:5432/app", "redis_url": "redis://127.0.0.1:1/0",
+        "email_provider": "console", "sms_provider": "console",
+    }  # fmt: skip
+    runtime.build_deliverer(load_settings(**base, db_pool_size=4, send_concurrency=64))
+    runtime.build_deliverer(load_settings(**base, db_pool_size=20, send_concurrency=2))
+    assert sizes == [5, 3]
 
 
 def test_the_pm2_directory_variable_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -251,3 +251,42 @@ def test_debug_logging_does_not_leak_the_api_key(
     provider.send(email())
 
     assert API_KEY not in caplog.text
+
+
+def test_sends_reuse_one_kept_alive_connection(server: SendGridLoopback) -> None:
+    # In production every new connection is a TLS handshake: sends share pooled connections.
+    provider = SendGridProvider(API_KEY, "notify@example.com", base_url=server.base_url)
+    assert server._httpd is not None
+    connections: list[object] = []
+    accept = server._httpd.process_request
+
+    def counting(request: object, client_address: object) -> None:
+        connections.append(client_address)
+        accept(request, client_address)
+
+    server._httpd.process_request = counting  # type: ignore[method-assign]
+
+    for n in range(5):
+        provider.send(email(job_id=f"job-{n}"))
+
+    assert len(server.requests) == 5 and not server.spec_violations
+    assert len(connections) == 1
+    assert all(r.header("Authorization") == f"Bearer {API_KEY}" for r in server.requests)
+
+
+def test_concurrent_sends_use_at_most_pool_size_connections(server: SendGridLoopback) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    provider = SendGridProvider(
+        API_KEY, "notify@example.com", base_url=server.base_url, pool_size=4
+    )
+    server.delay_seconds = 0.05
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: provider.send(email(job_id=f"job-{n}")), range(4)))
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: provider.send(email(job_id=f"again-{n}")), range(4)))
+
+    assert time.monotonic() - started < 0.2  # four at once, not one after the other
+    assert len(server.requests) == 8 and not server.spec_violations
