@@ -35,6 +35,7 @@ class DigestScheduler:
         self._interval = interval
         self._clock = clock
         self._stopping = threading.Event()
+        self._parked: int | None = None  # last count logged
 
     def stop(self) -> None:
         """Let the pass in progress finish (it is one transaction), then return (SIGTERM)."""
@@ -58,7 +59,22 @@ class DigestScheduler:
             created=created,
             duration_ms=round((self._clock() - started) * 1000),
         )
+        self._report_parked()
         return created
+
+    def _report_parked(self) -> None:
+        """Log the number of parked schedules whenever it changes: their recipients get each
+        notification on its own until someone corrects them (docs/digests.md)."""
+        parked = self._store.parked_digest_schedules()
+        if parked != self._parked and (parked or self._parked):
+            event(
+                logger,
+                "digest_schedules_parked",
+                logging.WARNING if parked else logging.INFO,
+                count=parked,
+                hint="see digest_settings.last_error; docs/digests.md, Parked schedules",
+            )
+        self._parked = parked
 
     def run(self, *, burst: bool = False) -> int:
         """Run passes until stopped (`burst`: one pass, then return); returns digests created.

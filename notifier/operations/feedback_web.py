@@ -19,8 +19,8 @@ from notifier.config import Settings
 from notifier.feedback import sendgrid_events, twilio_status, unsubscribe
 from notifier.feedback.events import FeedbackEvent
 from notifier.log import event
+from notifier.store.backend import open_caller
 from notifier.store.feedback import FeedbackStore
-from notifier.store.postgres import PostgresCaller
 
 logger = logging.getLogger("notifier.operations.feedback_web")
 Response = tuple[int, list[tuple[str, str]], bytes]
@@ -58,9 +58,8 @@ class FeedbackRoutes:
     def store(self) -> FeedbackStore:
         with self._lock:
             if self._store is None:
-                caller = PostgresCaller(
-                    self._settings.require_database_url(), max_size=self._settings.web_threads
-                )
+                # DATABASE_URL or the Supabase REST API: webhooks work on either backend.
+                caller = open_caller(self._settings, pool_size=self._settings.web_threads)
                 self._store = FeedbackStore(caller)
             return self._store
 

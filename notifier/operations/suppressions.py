@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import click
 
-from notifier.cli_common import database_url_or_exit, settings_or_exit
+from notifier.cli_common import settings_or_exit
 from notifier.config import Settings
 from notifier.operations.commands import _database_errors, _echo
 from notifier.store.feedback import FeedbackStore
@@ -24,16 +24,11 @@ CHANNELS = ("email", "sms", "whatsapp")
 
 @contextmanager
 def _feedback_store(settings: Settings) -> Iterator[FeedbackStore]:
-    from notifier.operations.ops import OPS_CONNECT_TIMEOUT
-    from notifier.store.session import ConnectionCaller, connect
+    """The feedback store over DATABASE_URL or the Supabase REST API, closed on exit."""
+    from notifier.operations.ops import open_store
 
-    with _database_errors(settings):
-        conn = connect(database_url_or_exit(settings), connect_timeout=OPS_CONNECT_TIMEOUT)
-        store = FeedbackStore(ConnectionCaller(conn))
-        try:
-            yield store
-        finally:
-            store.close()
+    with _database_errors(settings), open_store(settings) as (_jobs, caller):
+        yield FeedbackStore(caller)
 
 
 @click.group()

@@ -238,6 +238,10 @@ class JobStore:
     def cleanup(self, days_to_keep: int) -> int:
         return int(self._scalar("cleanup_notification_data", p_days_to_keep=days_to_keep) or 0)
 
+    def parked_digest_schedules(self) -> int:
+        """Active digest schedules the pass parked (`digest_settings.last_error`)."""
+        return int(self._scalar("notifier_parked_digest_schedules") or 0)
+
     def create_digest_jobs(self) -> int:
         """Run the digest pass (the same SQL function pg_cron can call); returns how many
         digests it created."""

@@ -4,6 +4,14 @@
 -- operator sees whether the queue is handed back (so /health does not tell them to resume,
 -- which is refused) and how many digest schedules are parked (docs/digests.md).
 
+-- Active digest schedules the pass parked (digest_settings.last_error): the scheduler logs
+-- their number when it changes, so a parked schedule is never silent.
+create or replace function notifier_parked_digest_schedules() returns integer
+language sql stable security definer set search_path = public, pg_temp as $$
+  select count(*)::integer from digest_schedules
+   where is_active is not false and digest_settings ? 'last_error'
+$$;
+
 -- Provider events in a window by method, event and the status they added.
 create or replace function notifier_snapshot_feedback(p_window interval) returns jsonb
 language sql stable security definer set search_path = public, pg_temp as $$
@@ -57,7 +65,7 @@ begin
    cross join (select count(*) as n from notification_jobs
                 where status = 'failed' and processed_at >= now() - interval '24 hours') failed
    cross join (select count(*) as n from digest_schedules
-                where is_active is not false and digest_settings ? 'last_error') parked
+                where is_active is not false and digest_settings ? 'last_error') parked  -- as notifier_parked_digest_schedules
     left join (select paused, paused_at, paused_by, reason, handed_back
                  from notifier_control where id) control
       on true;
@@ -161,4 +169,5 @@ end
 $$;
 
 call notifier_restrict_to_service_role(
-  'notifier_read_snapshot', 'notifier_snapshot_feedback', 'notifier_snapshot_suppressions');
+  'notifier_read_snapshot', 'notifier_snapshot_feedback', 'notifier_snapshot_suppressions',
+  'notifier_parked_digest_schedules');

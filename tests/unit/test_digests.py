@@ -17,10 +17,16 @@ from notifier.store import JobStore
 class FakeStore:
     """Counts passes; `results` are returned (or raised) in turn, then 0."""
 
-    def __init__(self, *results: int | Exception, on_call: Any = None) -> None:
+    def __init__(
+        self, *results: int | Exception, on_call: Any = None, parked: list[int] | None = None
+    ) -> None:
         self.results = list(results)
         self.calls = 0
         self.on_call = on_call
+        self.parked = parked or []
+
+    def parked_digest_schedules(self) -> int:
+        return self.parked.pop(0) if self.parked else 0
 
     def create_digest_jobs(self) -> int:
         self.calls += 1
@@ -97,3 +103,19 @@ def test_passes_start_one_interval_apart_whatever_a_pass_takes() -> None:
     runner._stopping.wait = record_wait  # type: ignore[method-assign]
     runner.run()
     assert waits == pytest.approx([0.6, 0.6])
+
+
+def test_parked_schedules_are_logged_when_their_number_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FakeStore(parked=[0, 2, 2, 1, 0, 0])
+    runner = scheduler(store)
+    with caplog.at_level("INFO", logger="notifier.digests.scheduler"):
+        for _ in range(6):
+            runner.run_once()
+    logged = [
+        (r.levelname, r.notifier_fields["count"])  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "digest_schedules_parked"
+    ]
+    assert logged == [("WARNING", 2), ("WARNING", 1), ("INFO", 0)]
