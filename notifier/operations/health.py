@@ -16,7 +16,7 @@ from typing import Any
 
 from notifier.config import Settings
 from notifier.operations.probes import Probe, database_task, redis_task, run_probes
-from notifier.operations.redis_state import RedisState
+from notifier.operations.redis_state import RECENT_FAILURE_SECONDS, RedisState
 from notifier.redaction import endpoint, plain
 from notifier.store.backend import endpoint as backend_endpoint
 from notifier.store.base import FunctionCaller
@@ -122,6 +122,13 @@ def degraded_reasons(obs: Observation, settings: Settings) -> list[str]:
                 f"No RQ worker has sent a heartbeat in the last {limit} s (the freshest was "
                 f"{age:.0f} s ago): workers may be down or stuck."
             )
+    if redis is not None and redis.recent_rq_failures:
+        reasons.append(
+            f"{redis.recent_rq_failures:,} RQ job(s) failed inside a worker in the last "
+            f"{RECENT_FAILURE_SECONDS // 60} min: a worker may be unable to deliver (its "
+            "configuration, a crash); their notifications come back by lease. The reasons are "
+            "in RQ's failed registry (`rq info`, `notifier status`)."
+        )
     backlog = obs.database.value
     if backlog is not None:
         if backlog.paused:

@@ -16,12 +16,15 @@ from redis.retry import Retry
 from rq import Queue, Worker
 
 from notifier.pipeline.breaker import STORAGE_FIELDS, opened_at_from_storage, retry_at, storage_key
-from notifier.pipeline.queues import QUEUE_NAMES
+from notifier.pipeline.queues import FAILURE_TTL_SECONDS, QUEUE_NAMES
 from notifier.providers.registry import BREAKER_GUARDED
 
 # The providers that have a breaker, as the provider classes say (console has none).
 BREAKER_PROVIDERS = BREAKER_GUARDED
 REGISTRIES = ("started", "failed", "deferred", "scheduled")
+# An RQ job that failed inside a worker this recently is news: a worker that cannot deliver for
+# a reason of its own (its configuration, a crash) fails every RQ job it takes.
+RECENT_FAILURE_SECONDS = 900
 
 
 def probe_client(url: str, timeout: float) -> Redis:
@@ -98,6 +101,8 @@ class RedisState:
     queues: dict[str, QueueCounts]
     workers: list[WorkerInfo]
     breakers: dict[str, BreakerInfo] = field(default_factory=dict)
+    # RQ jobs that failed inside a worker in the last RECENT_FAILURE_SECONDS, all queues.
+    recent_rq_failures: int = 0
 
     @property
     def totals(self) -> QueueCounts:
@@ -143,13 +148,19 @@ def read_redis_state(
             pipe.zcard(queue.scheduled_job_registry.key)
         for provider in BREAKER_PROVIDERS:
             pipe.mget([storage_key(provider, k) for k in STORAGE_FIELDS])
+        # RQ scores a failed job by when it expires (failure time + its failure_ttl).
+        recent_from = time.time() + FAILURE_TTL_SECONDS - RECENT_FAILURE_SECONDS
+        for queue in queues:
+            pipe.zcount(queue.failed_job_registry.key, recent_from, "+inf")
         replies = pipe.execute()
     memory: dict[str, Any] = replies[0]
     counts = {
         queue.name: QueueCounts(*(int(n) for n in replies[1 + 5 * i : 6 + 5 * i]))
         for i, queue in enumerate(queues)
     }
-    breaker_replies = replies[1 + 5 * len(queues) :]
+    first_breaker = 1 + 5 * len(queues)
+    breaker_replies = replies[first_breaker : first_breaker + len(BREAKER_PROVIDERS)]
+    recent_failures = sum(int(n) for n in replies[first_breaker + len(BREAKER_PROVIDERS) :])
     current = now or datetime.now(UTC)
     breakers = {}
     for provider, (state, failures, opened) in zip(BREAKER_PROVIDERS, breaker_replies, strict=True):
@@ -162,6 +173,7 @@ def read_redis_state(
         queues=counts,
         workers=_workers(client, queues),
         breakers=breakers,
+        recent_rq_failures=recent_failures,
     )
 
 

@@ -13,7 +13,12 @@ from typing import Any
 
 from notifier.config import Settings
 from notifier.operations.probes import configured_providers, describe_error
-from notifier.operations.redis_state import RedisState, probe_client, read_redis_state
+from notifier.operations.redis_state import (
+    RECENT_FAILURE_SECONDS,
+    RedisState,
+    probe_client,
+    read_redis_state,
+)
 from notifier.redaction import endpoint, plain
 from notifier.store.backend import endpoint as backend_endpoint
 from notifier.store.backend import short_caller
@@ -164,6 +169,7 @@ def _redis_part(state: RedisState, now: datetime) -> dict[str, Any]:
             for b in state.breakers.values()
         },
         "queues": {name: counts.as_dict() for name, counts in state.queues.items()},
+        "rq_failures_recent": state.recent_rq_failures,
     }
 
 
@@ -234,6 +240,11 @@ def render(report: dict[str, Any]) -> str:
         for provider, b in sorted(report["breakers"].items()):
             retry = f", next try {b['next_retry']}" if b["state"] == "open" else ""
             lines.append(f"breaker {provider}: {b['state']} ({b['failure_count']} failures{retry})")
+        if report["rq_failures_recent"]:
+            lines.append(
+                f"RQ jobs failed inside a worker in the last {RECENT_FAILURE_SECONDS // 60} min: "
+                f"{report['rq_failures_recent']} (a worker may be unable to deliver; `rq info`)"
+            )
         for name, q in report["queues"].items():
             lines.append(
                 f"queue {name}: {q['queued']} waiting, {q['started']} started, "

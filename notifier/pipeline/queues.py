@@ -27,6 +27,8 @@ QUEUE_BY_URGENCY = {
 }
 QUEUE_NAMES: tuple[str, ...] = tuple(QUEUE_BY_URGENCY.values())
 TASK = "notifier.tasks.deliver_batch"
+# How long RQ keeps a failed RQ job (its redacted traceback) in the queue's failed registry.
+FAILURE_TTL_SECONDS = 7 * 24 * 3600
 
 
 def redis_connection(url: str, *, timeout: float = 5.0, retries: int = 3) -> Redis:
@@ -73,7 +75,7 @@ def enqueue_claims(
                     args=([[c.job_id, c.lease_token] for c in chunk],),
                     timeout=job_timeout,
                     result_ttl=0,
-                    failure_ttl=7 * 24 * 3600,
+                    failure_ttl=FAILURE_TTL_SECONDS,
                     description=f"deliver {len(chunk)} notification(s)",
                 )
                 for chunk in chunked(queued, job_size)

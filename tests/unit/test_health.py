@@ -142,3 +142,17 @@ def test_a_handed_back_queue_is_not_told_to_resume_and_parked_schedules_are_name
     assert "`notifier resume`" not in checks[0]
     assert "handed back to the original worker (`notifier handback`)" in checks[0]
     assert checks[1].startswith("2 digest schedule(s) are parked (digest_settings.last_error)")
+
+
+def test_rq_jobs_failing_inside_a_worker_make_health_degraded() -> None:
+    failing = RedisState(
+        1.0, 1000, "1K", {"notifier-normal": QueueCounts(failed=9)}, redis_state().workers, {},
+        recent_rq_failures=3,
+    )  # fmt: skip
+    code, body = health_body(observe(failing, backlog()), SETTINGS)
+    assert (code, body["status"]) == (200, "degraded")
+    assert body["checks"][0].startswith(
+        "3 RQ job(s) failed inside a worker in the last 15 min: a worker may be unable to deliver"
+    )
+    quiet = RedisState(1.0, 1000, "1K", {"notifier-normal": QueueCounts(failed=9)}, [], {})
+    assert not any("RQ job(s) failed" in c for c in health_body(observe(quiet, backlog()), SETTINGS)[1]["checks"])
