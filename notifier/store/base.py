@@ -16,3 +16,18 @@ class FunctionCaller(Protocol):
     def call(self, function: str, params: Mapping[str, Any]) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
+
+
+class FunctionStore:
+    """What every typed store shares: one caller, closed with the store, and a scalar call
+    (a function returning one value answers one row keyed by the function's name)."""
+
+    def __init__(self, caller: FunctionCaller) -> None:
+        self._caller = caller
+
+    def close(self) -> None:
+        self._caller.close()
+
+    def _scalar(self, function: str, **params: Any) -> Any:
+        rows = self._caller.call(function, params)
+        return rows[0][function] if rows else None

@@ -10,21 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifier.store.base import FunctionCaller
+from notifier.store.base import FunctionStore
 
 
-class FeedbackStore:
+class FeedbackStore(FunctionStore):
     """Typed wrappers around the feedback functions; values come back as plain Python."""
-
-    def __init__(self, caller: FunctionCaller) -> None:
-        self._caller = caller
-
-    def close(self) -> None:
-        self._caller.close()
-
-    def _scalar(self, function: str, **params: Any) -> Any:
-        rows = self._caller.call(function, params)
-        return rows[0][function] if rows else None
 
     def record_events(self, provider: str, events: list[dict[str, Any]]) -> dict[str, Any]:
         """Record one verified webhook batch in one call: a delivery-log row per new event of a

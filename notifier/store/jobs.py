@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from notifier.store.base import FunctionCaller
+from notifier.store.base import FunctionStore
 
 
 @dataclass(frozen=True)
@@ -51,18 +51,8 @@ class JobContext:
         return self.retry_count + 1
 
 
-class JobStore:
+class JobStore(FunctionStore):
     """Typed wrappers around the job state functions of supabase/migrations."""
-
-    def __init__(self, caller: FunctionCaller) -> None:
-        self._caller = caller
-
-    def close(self) -> None:
-        self._caller.close()
-
-    def _scalar(self, function: str, **params: Any) -> Any:
-        rows = self._caller.call(function, params)
-        return rows[0][function] if rows else None
 
     def enqueue(
         self,

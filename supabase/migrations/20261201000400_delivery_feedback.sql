@@ -7,8 +7,9 @@
 --   (SendGrid sg_event_id, Twilio MessageSid:MessageStatus) is recorded once, whatever the
 --   retries; a unique index on (provider, provider_event_id) is the dedupe.
 -- * record_notification_delivery_events: one call per webhook batch.
--- * notifier_skip_suppressed_claims: called by start_notification_attempts (one added line),
---   so every worker and both backends apply the suppression where the attempt starts.
+-- * notifier_skip_suppressed_claims: called by start_notification_attempts (redefined with that
+--   call in 20261201000500_claim_lookups_by_key.sql), so every worker and both backends apply
+--   the suppression where the attempt starts.
 
 create table if not exists notification_suppressions (
   id uuid primary key default gen_random_uuid(),
@@ -113,56 +114,6 @@ begin
     end if;
   end loop;
   return v_skipped;
-end
-$$;
-
--- start_notification_attempts of 20261201000110_job_functions_once.sql, unchanged but for the
--- one line marked below (same signature and returned columns, so its grants stay).
-create or replace function start_notification_attempts(p_claims jsonb, p_lease_seconds integer)
-returns table (
-  id uuid, lease_token uuid, recipient_id uuid, group_id uuid, update_id uuid,
-  notification_type varchar, urgency_level varchar, delivery_method varchar, content jsonb,
-  metadata jsonb, retry_count integer, max_retries integer, scheduled_for timestamptz,
-  created_at timestamptz, recipient jsonb, group_name text, preferences jsonb
-)
-language plpgsql security definer set search_path = public, pg_temp as $$
-begin
-  if p_lease_seconds is null or p_lease_seconds < 1 then
-    raise exception 'start_notification_attempts needs a positive lease' using errcode = '22023';
-  end if;
-  perform notifier_skip_suppressed_claims(p_claims);  -- added by 20261201000400 (suppression)
-  return query
-  with claims as (
-    select (c ->> 'job_id')::uuid as job_id, (c ->> 'lease_token')::uuid as token
-    from jsonb_array_elements(p_claims) c
-  ), started as (
-    update notification_jobs j
-       set status = 'processing', attempt_started_at = now(),
-           locked_until = now() + make_interval(secs => p_lease_seconds), updated_at = now()
-      from claims
-     where j.id = claims.job_id and j.lease_token = claims.token and j.status = 'queued'
-    returning j.*
-  )
-  select s.id, s.lease_token, s.recipient_id, s.group_id, s.update_id, s.notification_type,
-         s.urgency_level, s.delivery_method, s.content, s.metadata, s.retry_count,
-         s.max_retries, s.scheduled_for, s.created_at,
-         (select jsonb_build_object(
-                   'id', r.id, 'name', to_jsonb(r) ->> 'name', 'email', to_jsonb(r) ->> 'email',
-                   'phone', to_jsonb(r) ->> 'phone', 'timezone', to_jsonb(r) ->> 'timezone',
-                   'preference_token', to_jsonb(r) ->> 'preference_token',
-                   'is_active', coalesce((to_jsonb(r) ->> 'is_active')::boolean, true))
-            from recipients r where r.id = s.recipient_id),
-         (select to_jsonb(g) ->> 'name' from recipient_groups g where g.id = s.group_id),
-         (select jsonb_build_object(
-                   'is_muted', coalesce(p.is_muted, false), 'muted_until', p.muted_until,
-                   'effective_channels', to_jsonb(p.effective_channels),
-                   'effective_frequency', p.effective_frequency)
-            from notification_preferences_cache p
-           where p.recipient_id = s.recipient_id
-             and (p.group_id = s.group_id or p.group_id is null)
-           order by (p.group_id is null)   -- a group-specific row wins over the recipient default
-           limit 1)
-    from started s;
 end
 $$;
 
