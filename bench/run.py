@@ -302,14 +302,22 @@ def top_statements(database_url: str) -> list[dict[str, Any]]:
 
 
 def steady_latency(
-    env: Servers, provider_url: str, *, rate: float, seconds: float, workers: int
+    env: Servers,
+    provider_url: str,
+    *,
+    rate: float,
+    seconds: float,
+    workers: int,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Offer `rate` jobs/s one by one for `seconds`; p50/p99 from each enqueue's commit to its
     provider request."""
     database_url = env.database()
     redis_lib.Redis.from_url(env.redis.url).flushall()
     stub_reset(provider_url)
-    pipeline = Pipeline(pipeline_env(database_url, env.redis.url, provider_url), workers)
+    pipeline = Pipeline(
+        pipeline_env(database_url, env.redis.url, provider_url, **(settings or {})), workers
+    )
     tag = uuid.uuid4().hex
     enqueued: dict[str, float] = {}
     total = int(rate * seconds)
