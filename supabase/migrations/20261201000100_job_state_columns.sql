@@ -1,4 +1,4 @@
--- Job state as columns with one definition each (the "SQL repeats itself" issue):
+-- Job state as columns with one definition each:
 --   retry_count / max_retries   NOT NULL with their defaults, so no function wraps them in coalesce;
 --   outcome_unknown_at          the unknown outcome as a column, not a failure_reason prefix;
 --   notification_jobs_clear_lease  the one place a lease (lease_token, locked_until, locked_by)

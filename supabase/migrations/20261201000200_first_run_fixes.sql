@@ -1,4 +1,4 @@
--- First-run fixes (issue 16): cleanup keeps people's preferences; enqueue refuses what the
+-- First-run fixes: cleanup keeps people's preferences; enqueue refuses what the
 -- worker could never deliver.
 --
 -- cleanup_notification_data used to delete notification_preferences_cache rows whose

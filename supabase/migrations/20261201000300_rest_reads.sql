@@ -1,4 +1,4 @@
--- Reads as functions (issue 14): the Supabase REST backend reaches the database only through
+-- Reads as functions: the Supabase REST backend reaches the database only through
 -- PostgREST's /rpc/<function>, so every read notifier makes is a function here, called by name
 -- by both stores (psycopg and supabase-py). No table endpoint, no ad-hoc filter.
 --

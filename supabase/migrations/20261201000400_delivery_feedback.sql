@@ -1,4 +1,4 @@
--- Delivery feedback (issue 15): what happened after the provider accepted a message reaches the
+-- Delivery feedback: what happened after the provider accepted a message reaches the
 -- delivery log, and addresses that bounced, reported spam, unsubscribed or replied STOP are
 -- suppressed, so no job is ever sent to them again.
 --

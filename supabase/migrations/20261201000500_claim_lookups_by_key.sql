@@ -1,4 +1,4 @@
--- Per-claim work by primary key, so its cost does not grow with the backlog (issue 12).
+-- Per-claim work by primary key, so its cost does not grow with the backlog.
 --
 -- start_notification_attempts (20261201000110) joined its `claims` CTE against notification_jobs
 -- in one UPDATE ... FROM. The planner hash-joined it with every `queued` row found through the

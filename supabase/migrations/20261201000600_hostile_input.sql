@@ -1,4 +1,4 @@
--- Hostile input (issue 13): who is an end user is decided by the session role, not by JWT
+-- Hostile input: who is an end user is decided by the session role, not by JWT
 -- claims anyone can set; enqueue bounds JSON nesting, refuses a non-string subject, checks the
 -- update id against the caller, and answers an end user the same for a recipient, group or
 -- update that does not exist and one of another owner (no existence oracle).

@@ -1,4 +1,4 @@
--- Digest size (issue 13): create_digest_jobs copied each held item's subject in full (only the
+-- Digest size: create_digest_jobs copied each held item's subject in full (only the
 -- body was cut), so one user's digest reached 65 MB and took a worker to 920 MB. Every digest is
 -- now bounded: at most notification_digest_max_items() items (whatever a schedule's
 -- max_updates_per_digest says), each item's subject cut to 200 characters, body to 300,

@@ -1,4 +1,4 @@
-"""Adopting a deployment of the original system (issue #8), and handing it back.
+"""Adopting a deployment of the original system, and handing it back.
 
 A database built as the original migration leaves it, with rows in every state, and a real
 BullMQ queue (the npm package, driven by tests/support/bullmq_driver.js) holding what the

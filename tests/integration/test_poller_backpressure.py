@@ -1,5 +1,5 @@
 """The poller holds due jobs in Postgres while enough RQ jobs wait, so they leave together in
-full RQ jobs instead of as a queue of one-notification RQ jobs (the latency fix of issue 12)."""
+full RQ jobs instead of as a queue of one-notification RQ jobs."""
 
 from __future__ import annotations
 
