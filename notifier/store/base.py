@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -31,3 +32,12 @@ class FunctionStore:
     def _scalar(self, function: str, **params: Any) -> Any:
         rows = self._caller.call(function, params)
         return rows[0][function] if rows else None
+
+
+@dataclass(frozen=True)
+class UnreadableJson:
+    """Stands in for a json/jsonb value Python cannot decode (nested deeper than its parser
+    recurses), so one such row reads as a readable problem of its own job instead of an
+    exception that would sink every row of the same call (a batch of started attempts)."""
+
+    reason: str

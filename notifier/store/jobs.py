@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from notifier.store.base import FunctionStore
+from notifier.store.base import FunctionStore, UnreadableJson
 
 
 @dataclass(frozen=True)
@@ -336,6 +336,8 @@ def _json_object(row: dict[str, Any], column: str) -> tuple[dict[str, Any], str 
         return {}, None
     if isinstance(value, dict):
         return value, None
+    if isinstance(value, UnreadableJson):
+        return {}, f"{column} cannot be read: {value.reason}"
     kind = {list: "array", str: "string", bool: "boolean"}.get(type(value), "number")
     return {}, f"{column} is a JSON {kind}, not an object"
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from psycopg import sql
+from psycopg import Connection, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import ConnectionPool
+
+from notifier.store.base import UnreadableJson
 
 
 class PostgresCaller:
@@ -29,6 +32,7 @@ class PostgresCaller:
                 "row_factory": dict_row,
                 "prepare_threshold": 5 if self._prepare else None,
             },
+            configure=_decode_json_safely,
             open=True,
             name="notifier",
         )
@@ -38,7 +42,7 @@ class PostgresCaller:
         values = {name: adapt_argument(value) for name, value in params.items()}
         with self._pool.connection() as conn:
             rows = conn.execute(query, values, prepare=self._prepare or None)
-            return rows.fetchall()  # type: ignore[return-value]
+            return rows.fetchall()
 
     def close(self) -> None:
         self._pool.close()
@@ -65,3 +69,14 @@ def function_call_query(function: str, parameter_names: tuple[str, ...]) -> byte
 def adapt_argument(value: Any) -> Any:
     """JSON-able dicts and lists become jsonb; everything else goes as it is."""
     return Jsonb(value) if isinstance(value, dict | list) else value
+
+
+def loads_or_unreadable(data: str | bytes) -> Any:
+    try:
+        return json.loads(data)
+    except RecursionError:
+        return UnreadableJson("JSON nested too deeply to decode")
+
+
+def _decode_json_safely(conn: Connection[Any]) -> None:
+    set_json_loads(loads_or_unreadable, conn)
