@@ -14,6 +14,7 @@ finish (up to STOP_GRACE_SECONDS), then exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
 import json
@@ -237,8 +238,7 @@ def serve(settings: Settings) -> int:
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         event(logger, "web_stopping", signal=signal.Signals(signum).name)
-        stopping.set()
-        server.pull_trigger()  # wake the poll loop now
+        stop_serving(server, stopping)
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
@@ -251,6 +251,14 @@ def serve(settings: Settings) -> int:
         close()
     event(logger, "web_stopped")
     return 0
+
+
+def stop_serving(server: Any, stopping: threading.Event) -> None:
+    """Ask `run_until` to stop, and wake its loop now. From another thread the loop may notice
+    `stopping` on its own and close the wake-up pipe first: then there is nothing to wake."""
+    stopping.set()
+    with contextlib.suppress(OSError):
+        server.pull_trigger()
 
 
 def run_until(server: Any, stopping: threading.Event) -> None:

@@ -20,7 +20,7 @@ from redis import Redis
 from rq import Queue, Worker
 
 from notifier.config import Settings, load_settings
-from notifier.operations.web import make_server, run_until
+from notifier.operations.web import make_server, run_until, stop_serving
 from notifier.pipeline.queues import QUEUE_NAMES
 
 
@@ -48,8 +48,7 @@ def running_web(settings: Settings) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        stop.set()
-        server.pull_trigger()
+        stop_serving(server, stop)
         thread.join(timeout=10)
         close = getattr(server.application, "close", None)
         if close is not None:

@@ -25,8 +25,7 @@ def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     thread = threading.Thread(target=web.run_until, args=(server, stopping), daemon=True)
     thread.start()
     yield int(server.effective_port)
-    stopping.set()
-    server.pull_trigger()
+    web.stop_serving(server, stopping)
     thread.join(10)
 
 
