@@ -89,7 +89,8 @@ class SendGridProvider:
         # URL, headers and hooks merged with the session's once, not on every send: requests'
         # `Session.request` re-merges them per call (protocol isinstance checks, URL parsing),
         # a measurable share of a worker's CPU per email. Each send copies this and sets its
-        # body, exactly as `session.post(url, data=body)` would.
+        # body, as `session.post(url, data=body)` would, except that cookies a response set are
+        # not sent back (the Mail Send API is stateless and authenticates by the key alone).
         self._template = self._session.prepare_request(requests.Request("POST", self._url))
         quiet_sdk_loggers()  # python_http_client logs the Authorization header at DEBUG
 
