@@ -290,3 +290,23 @@ def test_concurrent_sends_use_at_most_pool_size_connections(server: SendGridLoop
 
     assert time.monotonic() - started < 0.2  # four at once, not one after the other
     assert len(server.requests) == 8 and not server.spec_violations
+
+
+def test_each_send_carries_its_own_body_and_length_with_the_same_headers(
+    server: SendGridLoopback, provider: SendGridProvider
+) -> None:
+    # Sends copy one prepared request: no body, length or header may leak between them (the
+    # stub reads Content-Length bytes, so a stale length would garble the next body).
+    provider.send(email(job_id="job-1", to="ada@example.com"))
+    long = email(job_id="job-2", to="grace.hopper@example.com")
+    provider.send(long)
+    provider.send(email(job_id="job-3", to="ada@example.com"))
+
+    assert server.spec_violations == []
+    jobs = [r.body["personalizations"][0]["custom_args"]["job_id"] for r in server.requests]
+    assert jobs == ["job-1", "job-2", "job-3"]
+    assert server.requests[1].body["personalizations"][0]["to"][0]["email"] == long.to
+    for request in server.requests:
+        assert request.header("Content-Type") == "application/json"
+        assert request.header("Authorization") == f"Bearer {API_KEY}"
+        assert (request.header("User-Agent") or "").startswith("sendgrid/")
