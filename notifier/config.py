@@ -37,8 +37,6 @@ from notifier.errors import ConfigError
 # `NOTIFIER_*` variables that are not settings but are allowed in the environment: read by the
 # shipped PM2 file (`ecosystem.config.js`), so every process it starts inherits them.
 NOT_SETTINGS = frozenset({"NOTIFIER_BIN"})
-# Settings that were removed, with what to do instead (an unknown name would only confuse).
-RETIRED: dict[str, str] = {}
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 EmailProviderName = Literal["sendgrid", "console"]
@@ -411,8 +409,6 @@ def check_no_unknown_names(environ: dict[str, str] | os._Environ[str]) -> None:
     for name in sorted(environ):
         if not name.startswith("NOTIFIER_") or name in known or name in NOT_SETTINGS:
             continue
-        if name in RETIRED:
-            raise ConfigError(f"{name} is {RETIRED[name]}")
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else " (see the README settings table)"
         raise ConfigError(f"{name} is not a notifier setting{hint}")

@@ -20,7 +20,7 @@ from notifier.store.base import FunctionCaller
 LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TOP_REASONS = 10
-SNAPSHOT_FUNCTION = "notifier_read_snapshot"  # supabase/migrations/20261201000300_rest_reads.sql
+SNAPSHOT_FUNCTION = "notifier_read_snapshot"  # 20261201000900_snapshot_feedback_and_control.sql
 T = TypeVar("T")
 
 # (status, method) → jobs, in the order Postgres answered.

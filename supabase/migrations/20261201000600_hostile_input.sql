@@ -55,11 +55,14 @@ language sql stable set search_path = pg_catalog, public as $$
   end
 $$;
 
--- The definition of 20261201000200_first_run_fixes.sql, plus: a nesting bound on `content`, a
--- string (or absent) `content.subject`, and, for end users, one answer for "does not exist"
--- and "not yours" for the recipient, the group and the update (whose owner is now checked:
--- deleting another owner's memory used to cascade into this job). Same signature, so the
--- grants of 20261124000500 stay.
+-- The definition of 20261124000400_job_functions.sql, plus: what the worker could never deliver
+-- is refused in the worker's own words (`delivery_method => 'push'`: no push provider exists;
+-- immediate and milestone content without a non-blank `body`: their templates need it); a
+-- nesting bound on `content`; a string (or absent) `content.subject`; and, for end users, one
+-- answer for "does not exist" and "not yours" for the recipient, the group and the update
+-- (whose owner is now checked: deleting another owner's memory used to cascade into this job).
+-- Validation order, the notification_enqueue_status extension point (digests hold items) and
+-- the idempotency behaviour are unchanged. Same signature, so the grants of 20261124000500 stay.
 create or replace function enqueue_notification_job(
   p_recipient_id uuid,
   p_group_id uuid,

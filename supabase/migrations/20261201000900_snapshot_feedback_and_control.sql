@@ -1,8 +1,17 @@
--- The one snapshot (notifier_read_snapshot), redefined from 20261201000300 for what came after
--- it: delivery feedback (20261201000400) adds provider events to the delivery log, which the
--- attempt figures must leave out and the feedback figures count, and suppressions; and the
--- operator sees whether the queue is handed back (so /health does not tell them to resume,
--- which is refused) and how many digest schedules are parked (docs/digests.md).
+-- The one snapshot: notifier_read_snapshot and the small reads it is made of.
+--
+-- notifier_read_snapshot is what /health, /metrics, `notifier status` and `notifier pause
+-- --wait` read: the backlog always, and the other parts when asked for, in one statement (one
+-- snapshot, one now()). Each part is the query notifier/store/queries.sql used to hold, turned
+-- into a jsonb array of rows. It answers one row of two columns (a table, not a scalar: a bare
+-- jsonb would read as a composite over PostgREST), so psycopg and PostgREST both give
+-- `[{"snapshot": {...}, "read_at": ...}]`.
+-- Every part is bounded by an index except job_counts (p_overview), which `notifier status`
+-- alone asks for.
+-- Provider events (delivery feedback, 20261201000400) are counted apart from attempts, with the
+-- suppressions; the backlog also says whether the queue is handed back (so /health does not tell
+-- an operator to resume, which is refused) and how many digest schedules are parked
+-- (docs/digests.md).
 
 -- Active digest schedules the pass parked (digest_settings.last_error): the scheduler logs
 -- their number when it changes, so a parked schedule is never silent.
