@@ -1,7 +1,8 @@
 """Deliver one batch of claimed jobs: start (fenced) → skip? → render → breaker → send → record.
 
 Every outcome is recorded through one SQL function (complete, retry, fail, skip, defer), right
-after its provider call, so a lost worker leaves at most the jobs in hand with an unknown
+after its provider call (successes through recorder.py, which groups those that finish
+together into one call), so a lost worker leaves at most the jobs in hand with an unknown
 outcome. Nothing here raises for a bad job: a malformed job fails with a readable reason and
 the worker goes on.
 """
@@ -9,6 +10,7 @@ the worker goes on.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -27,17 +29,15 @@ from notifier.errors import (
 from notifier.log import event
 from notifier.pipeline.breaker import CircuitOpenError, ProviderBreaker
 from notifier.pipeline.outcomes import RECORDED_EVENTS, Outcome, counts, log_level
+from notifier.pipeline.recorder import SuccessRecorder
 from notifier.pipeline.render import Renderer, list_unsubscribe_headers
 from notifier.providers.addresses import email_address_problem, is_e164, normalize_phone
 from notifier.providers.base import EmailMessage, Message, Provider, TextMessage
 from notifier.store import Claim, JobContext, JobStore
 from notifier.store.feedback import FeedbackStore
-from notifier.store.jobs import unreadable_job
+from notifier.store.jobs import AcceptedSend, unreadable_job
 
 logger = logging.getLogger("notifier.pipeline.delivery")
-
-# Pauses between attempts to record an accepted message while the database misbehaves.
-RECORD_RETRY_PAUSES = (0.2, 1.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,8 @@ class Deliverer:
         self._policy = policy
         self._feedback = feedback  # where a provider's "never send here again" is recorded
         self._pool: ThreadPoolExecutor | None = None
+        self._recorder: SuccessRecorder | None = None
+        self._recorder_lock = threading.Lock()
 
     def deliver_batch(self, claims: list[Claim]) -> dict[str, int]:
         """Deliver every claim whose lease is still current; returns counts by outcome.
@@ -163,6 +165,9 @@ class Deliverer:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
 
     def deliver_claim(self, claim: Claim) -> Outcome:
         """Start the claim's attempt (fenced by its token) and deliver it; returns the outcome."""
@@ -419,22 +424,18 @@ class Deliverer:
         response: dict[str, Any] | None,
         duration: int,
     ) -> bool:
-        """Record an accepted message, retrying a failing database a few times: a success that
-        is not on record would be sent again."""
-        for pause in RECORD_RETRY_PAUSES:
-            try:
-                return self._store.complete(job, provider, message_id, response, duration)
-            except Exception as error:
-                event(
-                    logger,
-                    "record_success_failed",
-                    logging.ERROR,
-                    job_id=job.job_id,
-                    error=f"{type(error).__name__}: {error}",
-                    retry_in_s=pause,
-                )
-                time.sleep(pause)
-        return self._store.complete(job, provider, message_id, response, duration)
+        """Record an accepted message through the group-committing recorder (which retries a
+        failing database a few times: a success that is not on record would be sent again)."""
+        return self._success_recorder().record(
+            AcceptedSend(job, provider, message_id, response, duration)
+        )
+
+    def _success_recorder(self) -> SuccessRecorder:
+        """Made on first use, over the store in use then, like the send threads."""
+        with self._recorder_lock:
+            if self._recorder is None:
+                self._recorder = SuccessRecorder(self._store)
+            return self._recorder
 
 
 def _ms_since(started: float) -> int:

@@ -6,6 +6,7 @@ whether psycopg or PostgREST was underneath.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,6 +50,17 @@ class JobContext:
     @property
     def attempt(self) -> int:
         return self.retry_count + 1
+
+
+@dataclass(frozen=True)
+class AcceptedSend:
+    """A message the provider accepted, to be recorded as its job's success."""
+
+    job: JobContext
+    provider: str
+    message_id: str | None
+    response: dict[str, Any] | None
+    duration_ms: int
 
 
 class JobStore(FunctionStore):
@@ -127,6 +139,23 @@ class JobStore(FunctionStore):
                 p_duration_ms=duration_ms,
             )
         )
+
+    def complete_many(self, sends: Sequence[AcceptedSend]) -> dict[str, bool]:
+        """Record accepted messages in one call; maps each job id to whether its lease token
+        was still current (a job no longer in the table is absent)."""
+        payload = [
+            {
+                "job_id": send.job.job_id,
+                "lease_token": send.job.lease_token,
+                "provider": send.provider,
+                "provider_message_id": send.message_id,
+                "provider_response": send.response,
+                "duration_ms": send.duration_ms,
+            }
+            for send in sends
+        ]
+        rows = self._caller.call("complete_notification_jobs", {"p_sends": payload})
+        return {str(row["job_id"]): bool(row["token_matched"]) for row in rows}
 
     def retry(
         self,

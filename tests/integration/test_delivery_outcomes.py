@@ -298,7 +298,8 @@ def test_connection_dropped_after_sending_is_an_unknown_outcome(
 class CompleteAlwaysFails(JobStore):
     """A store whose database fails exactly when a success is being recorded."""
 
-    def complete(self, *args: Any, **kwargs: Any) -> bool:
+    def complete_many(self, *args: Any, **kwargs: Any) -> dict[str, bool]:
+        self.attempts = getattr(self, "attempts", 0) + 1
         raise psycopg.OperationalError("server closed the connection unexpectedly")
 
 
@@ -309,10 +310,10 @@ def test_a_success_that_cannot_be_recorded_is_never_resent(
     sendgrid: SendGridLoopback,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from notifier.pipeline import delivery
+    from notifier.pipeline import recorder
     from notifier.store.postgres import PostgresCaller
 
-    monkeypatch.setattr(delivery, "RECORD_RETRY_PAUSES", (0.0, 0.0))
+    monkeypatch.setattr(recorder, "RECORD_RETRY_PAUSES", (0.0, 0.0))
     failing = CompleteAlwaysFails(PostgresCaller(database_url, max_size=2))
     deliverer._store = failing
     [job_id] = enqueue(db, seed.add_recipient(db)["recipient"])
@@ -322,6 +323,7 @@ def test_a_success_that_cannot_be_recorded_is_never_resent(
     assert len(sendgrid.requests) == 1
     assert seed.job(db, job_id)["status"] == "processing", "left for the reaper, not retried"
     assert seed.logs(db, job_id) == []
+    assert failing.attempts == 3, "tried once per pause, then once more"
     failing.close()
 
 
