@@ -12,6 +12,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -152,11 +153,19 @@ class Pipeline:
     workers: int
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
+    logs: list[Path] = field(default_factory=list)
+
     def start(self, redis_url: str) -> None:
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         self.procs.append(subprocess.Popen(poller_command(), env=self.env, **quiet))  # type: ignore[call-overload]
         for _ in range(self.workers):
-            self.procs.append(subprocess.Popen(worker_command(), env=self.env, **quiet))  # type: ignore[call-overload]
+            # The workers' JSON log lines, read back for the record delay of each send.
+            log = Path(tempfile.mkstemp(prefix="bench-worker-", suffix=".log")[1])
+            self.logs.append(log)
+            with log.open("wb") as sink:
+                self.procs.append(
+                    subprocess.Popen(worker_command(), env=self.env, stdout=sink, stderr=sink)
+                )
         client = redis_lib.Redis.from_url(redis_url)
         deadline = time.monotonic() + 60
         while client.scard("rq:workers") < self.workers:
@@ -179,6 +188,25 @@ class Pipeline:
                 proc.kill()
                 proc.wait()
 
+    def record_delays(self) -> list[float]:
+        """Milliseconds from each provider answer to its record's commit (`job_sent`'s
+        `record_ms`), sorted: how long an accepted message's outcome was unknown."""
+        delays = []
+        for log in self.logs:
+            for line in log.read_text(errors="replace").splitlines():
+                if '"job_sent"' in line:
+                    delays.append(float(json.loads(line)["record_ms"]))
+            log.unlink(missing_ok=True)
+        return sorted(delays)
+
+
+def record_window(delays: list[float]) -> dict[str, float]:
+    return {
+        "record_p50_ms": percentile(delays, 50),
+        "record_p99_ms": percentile(delays, 99),
+        "record_max_ms": delays[-1] if delays else float("nan"),
+    }
+
 
 def pipeline_env(database_url: str, redis_url: str, provider_url: str, **extra: str) -> dict[str, str]:
     return {
@@ -191,6 +219,8 @@ def pipeline_env(database_url: str, redis_url: str, provider_url: str, **extra: 
         "SENDGRID_API_BASE": provider_url,
         "EMAIL_FROM": "bench@example.com",
         "NOTIFIER_POLL_INTERVAL": "1",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
         **extra,
     }
 
@@ -271,6 +301,7 @@ def pipeline_throughput(
         statements = top_statements(database_url)
     finally:
         pipeline.stop()
+    delays = pipeline.record_delays()
     verify(database_url, stats, jobs, tag)
     last = max(t for times in stats["arrivals"].values() for t in times)
     elapsed = last - started
@@ -283,6 +314,7 @@ def pipeline_throughput(
         "backlog": backlog,
         "worker_cpu_ms_per_notification": 1000 * cpu_workers / jobs,
         "postgres_cpu_ms_per_notification": 1000 * cpu_pg / jobs,
+        **record_window(delays),
         "statements": statements,
     }
 
@@ -340,6 +372,7 @@ def steady_latency(
         stats = wait_for(provider_url, total, timeout=60)
     finally:
         pipeline.stop()
+    delays = pipeline.record_delays()
     verify(database_url, stats, total, tag)
     latencies = sorted(
         1000 * (stats["arrivals"][job][0] - at) for job, at in enqueued.items()
@@ -351,6 +384,7 @@ def steady_latency(
         "p90_ms": percentile(latencies, 90),
         "p99_ms": percentile(latencies, 99),
         "max_ms": latencies[-1],
+        **record_window(delays),
     }
 
 

@@ -364,7 +364,11 @@ class Deliverer:
             )
             return self._unknown(job, name, f"{type(error).__name__}: {error}", _ms_since(started))
         duration = _ms_since(started)
+        answered = time.monotonic()
         current = self._record_success(job, name, receipt.message_id, receipt.response, duration)
+        # From the provider's answer to its record's commit: the window in which losing this
+        # worker would leave an accepted message with an unknown outcome.
+        record_ms = round(1000 * (time.monotonic() - answered), 1)
         if not current:
             event(
                 logger, "sent_after_lease_lost", logging.WARNING, job_id=job.job_id, provider=name
@@ -377,6 +381,7 @@ class Deliverer:
             attempt=job.attempt,
             provider=name,
             duration_ms=duration,
+            record_ms=record_ms,
             message_id=receipt.message_id,
         )
         return Outcome.SENT
