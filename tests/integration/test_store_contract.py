@@ -8,6 +8,8 @@ fails it. This is what PostgREST needs too: it picks a function by its argument 
 
 from __future__ import annotations
 
+import collections.abc
+
 import dataclasses
 import inspect
 import types
@@ -55,7 +57,7 @@ def sample(hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return sample(next(arg for arg in typing.get_args(hint) if arg is not type(None)))
-    if origin is list:
+    if origin in (list, collections.abc.Sequence):
         return [sample(typing.get_args(hint)[0])]
     if origin is dict:
         return {}

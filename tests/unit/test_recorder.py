@@ -119,9 +119,11 @@ def test_close_writes_what_is_queued_and_stops_the_thread() -> None:
         second = pool.submit(rec.record, send("b"))
         while rec._queue.qsize() < 1:
             threading.Event().wait(0.005)
+        thread = rec._thread
+        assert thread is not None and thread.is_alive()
         closing = pool.submit(rec.close)
         store.gate.set()
         closing.result(10)
         assert first.result(10) and second.result(10)
     assert store.calls == [["a"], ["b"]]
-    assert not any(t.name == "record-successes" for t in threading.enumerate())
+    assert not thread.is_alive()
