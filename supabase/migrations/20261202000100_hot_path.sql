@@ -98,8 +98,9 @@ $$;
 -- row for row (the job is sent whatever its token, unless already sent or skipped; a
 -- `delivered` log row for every send; outcome_unknown_at cleared), in one statement. Returns
 -- each job id with whether its token was still current, as complete_notification_job does.
--- Rows are locked in id order, so two overlapping batches cannot deadlock; a job id that is
--- not in the table returns nothing. `p_sends`: [{job_id, lease_token, provider,
+-- Rows are found by primary key only (`id = any(...)`: an index probe per job, whatever the
+-- table's size or statistics) and locked in id order, so two overlapping batches cannot
+-- deadlock; a job id that is not in the table returns nothing. `p_sends`: [{job_id, lease_token, provider,
 -- provider_message_id, provider_response, duration_ms}, ...].
 create or replace function complete_notification_jobs(p_sends jsonb)
 returns table (job_id uuid, token_matched boolean)
@@ -119,7 +120,7 @@ begin
     select j.id, j.recipient_id, j.group_id, j.delivery_method, j.retry_count, j.status,
            j.lease_token
       from notification_jobs j
-     where j.id in (select sends.job_id from sends)
+     where j.id = any(array(select sends.job_id from sends))
      order by j.id
        for update
   ),
@@ -136,9 +137,11 @@ begin
     update notification_jobs j
        set status = 'sent', message_id = s.provider_message_id, processed_at = now(),
            failure_reason = null, outcome_unknown_at = null, updated_at = now()
-      from sends s join locked l on l.id = s.job_id
-     where j.id = l.id
-       and l.status in ('pending', 'queued', 'processing', 'failed', 'cancelled')
+      from sends s
+     where j.id = any(array(select l.id from locked l
+                             where l.status in ('pending', 'queued', 'processing', 'failed',
+                                                'cancelled')))
+       and s.job_id = j.id
   )
   select l.id, (l.lease_token is not distinct from s.lease_token and l.status = 'processing')
     from sends s join locked l on l.id = s.job_id;
@@ -149,9 +152,10 @@ call notifier_restrict_to_service_role('complete_notification_jobs');
 
 -- queued → processing for every claim whose token is still current, as in 20261201000500, in
 -- three set-wise steps instead of a statement per claim (0.19 → ≈ 0.0x ms of backend CPU per job).
--- The rows are still found by primary key only: the lock reads `id in (...)` and nothing else,
--- and the token and status are checked on the locked rows, outside that scan, so no statistics
--- can turn it into a scan of the lease index (the flip 20261201000500 describes). The recipient
+-- The rows are still found by primary key only: the lock and the update read
+-- `id = any(...)` and nothing else, and the token and status are checked on the locked rows,
+-- outside that scan, so no statistics can turn it into a scan of the lease index (the flip
+-- 20261201000500 describes) or into a hash join over the whole table. The recipient
 -- row is turned into JSON once per job instead of once per field.
 create or replace function start_notification_attempts(p_claims jsonb, p_lease_seconds integer)
 returns table (
@@ -176,7 +180,7 @@ begin
   locked as materialized (
     select j.id, j.lease_token, j.status
       from notification_jobs j
-     where j.id in (select claims.job_id from claims)
+     where j.id = any(array(select claims.job_id from claims))
      order by j.id
        for update
   ),
@@ -189,7 +193,7 @@ begin
     update notification_jobs j
        set status = 'processing', attempt_started_at = now(),
            locked_until = now() + make_interval(secs => p_lease_seconds), updated_at = now()
-     where j.id in (select current_claims.id from current_claims)
+     where j.id = any(array(select current_claims.id from current_claims))
     returning j.*
   )
   select s.id, s.lease_token, s.recipient_id, s.group_id, s.update_id, s.notification_type,
