@@ -93,12 +93,30 @@ class SuccessRecorder:
         sends = [send for send, _ in batch]
         try:
             current = self._complete_with_retries(sends)
-        except BaseException as error:  # every waiting send thread learns why
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0][1].set_exception(error)
+                return
+            # One send the database refuses (a provider id it cannot store, say) must not
+            # leave the others unrecorded: each is written alone, once.
+            for pending in batch:
+                self._write_alone(pending)
+            return
+        except BaseException as error:  # the thread is going down: nobody may wait forever
             for _, done in batch:
                 done.set_exception(error)
-            return
+            raise
         for send, done in batch:
             done.set_result(current.get(send.job.job_id, False))
+
+    def _write_alone(self, pending: _Pending) -> None:
+        send, done = pending
+        try:
+            current = self._store.complete_many([send])
+        except BaseException as error:
+            done.set_exception(error)
+            return
+        done.set_result(current.get(send.job.job_id, False))
 
     def _complete_with_retries(self, sends: Sequence[AcceptedSend]) -> dict[str, bool]:
         for pause in RECORD_RETRY_PAUSES:
@@ -115,3 +133,4 @@ class SuccessRecorder:
                 )
                 time.sleep(pause)
         return self._store.complete_many(sends)
+

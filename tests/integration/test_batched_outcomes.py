@@ -115,3 +115,20 @@ def test_clients_cannot_call_it(db: psycopg.Connection[Any]) -> None:
     assert {row["r"]: row["x"] for row in allowed} == {
         "anon": False, "authenticated": False, "service_role": True,
     }  # fmt: skip
+
+
+def test_one_provider_id_the_database_cannot_store_fails_its_whole_batch(
+    store: JobStore, db: psycopg.Connection[Any]
+) -> None:
+    """Why the recorder writes each send of a refused batch alone (tests/unit/test_recorder.py):
+    a NUL in a provider's message id is refused by PostgreSQL for the whole statement."""
+    good, bad = started(store, db), started(store, db)
+    with pytest.raises(Exception, match=r"(?i)unicode|0x00|nul"):
+        store.complete_many([
+            AcceptedSend(good, "sendgrid", "sg-ok", None, 1),
+            AcceptedSend(bad, "sendgrid", "sg-\x00", None, 1),
+        ])  # fmt: skip
+    assert seed.job(db, good.job_id)["status"] == "processing"
+    assert store.complete_many([AcceptedSend(good, "sendgrid", "sg-ok", None, 1)]) == {
+        good.job_id: True
+    }

@@ -9,7 +9,6 @@ fails it. This is what PostgREST needs too: it picks a function by its argument 
 from __future__ import annotations
 
 import collections.abc
-
 import dataclasses
 import inspect
 import types

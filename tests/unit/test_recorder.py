@@ -127,3 +127,44 @@ def test_close_writes_what_is_queued_and_stops_the_thread() -> None:
         assert first.result(10) and second.result(10)
     assert store.calls == [["a"], ["b"]]
     assert not thread.is_alive()
+
+
+class RefusesOne(JobStore):
+    """A database that refuses any write containing job "bad"; the first write waits at a gate."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.first_call_entered = threading.Event()
+        self.gate = threading.Event()
+
+    def complete_many(self, sends: Sequence[AcceptedSend]) -> dict[str, bool]:
+        ids = [s.job.job_id for s in sends]
+        self.calls.append(ids)
+        if len(self.calls) == 1:
+            self.first_call_entered.set()
+            assert self.gate.wait(10)
+        if "bad" in ids:
+            raise ValueError("invalid byte sequence")
+        return dict.fromkeys(ids, True)
+
+
+def test_a_send_the_database_refuses_does_not_sink_the_rest_of_its_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(recorder, "RECORD_RETRY_PAUSES", (0.0,))
+    store = RefusesOne()
+    rec = SuccessRecorder(store)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(rec.record, send("a"))
+        assert store.first_call_entered.wait(10)
+        later = {job: pool.submit(rec.record, send(job)) for job in ("b", "bad", "c")}
+        while rec._queue.qsize() < 3:
+            threading.Event().wait(0.005)
+        store.gate.set()
+        assert first.result(10) is True
+        assert later["b"].result(10) is True and later["c"].result(10) is True
+        with pytest.raises(ValueError):
+            later["bad"].result(10)
+    rec.close()
+    assert store.calls[1:3] == [["b", "bad", "c"], ["b", "bad", "c"]]  # tried, then retried
+    assert sorted(store.calls[3:]) == [["b"], ["bad"], ["c"]]  # then each alone
