@@ -1,5 +1,6 @@
-"""A worker killed (SIGKILL) in the middle of a batch whose attempts started together: nothing
-is lost, and the only jobs sent twice are those the record marks as an unknown outcome."""
+"""A worker killed (SIGKILL) in the middle of a batch: nothing is lost, and the only jobs sent
+twice are those the record marks as an unknown outcome. Killed with sends in flight (their
+attempts started together), and killed while its group commit of successes was in flight."""
 
 from __future__ import annotations
 
@@ -25,10 +26,8 @@ def sendgrid() -> Any:
         yield server
 
 
-def test_worker_killed_mid_batch_loses_nothing_and_duplicates_only_unknown_outcomes(
-    db: psycopg.Connection[Any], base_env: dict[str, str], sendgrid: SendGridLoopback
-) -> None:
-    env = base_env | {
+def pipeline_env(base_env: dict[str, str], sendgrid: SendGridLoopback) -> dict[str, str]:
+    return base_env | {
         "NOTIFIER_EMAIL_PROVIDER": "sendgrid",
         "SENDGRID_API_KEY": "SG.test-key", "SENDGRID_API_BASE": sendgrid.base_url,
         "EMAIL_FROM": "notifications@example.com",
@@ -37,12 +36,22 @@ def test_worker_killed_mid_batch_loses_nothing_and_duplicates_only_unknown_outco
         "NOTIFIER_PROVIDER_TIMEOUT": "1", "NOTIFIER_LEASE_SECONDS": "4",
         "NOTIFIER_REAPER_INTERVAL": "0.5", "NOTIFIER_UNKNOWN_OUTCOME": "retry",
     }  # fmt: skip
+
+
+def enqueue_jobs(db: psycopg.Connection[Any]) -> None:
     recipient = seed.add_recipient(db)["recipient"]
     db.execute(
         "select enqueue_notification_job(%s, null, null, 'immediate', 'normal', 'email',"
         " jsonb_build_object('subject', 'S' || i, 'body', 'B'), 0) from generate_series(1, %s) i",
         (recipient, JOBS),
     )
+
+
+def test_worker_killed_mid_batch_loses_nothing_and_duplicates_only_unknown_outcomes(
+    db: psycopg.Connection[Any], base_env: dict[str, str], sendgrid: SendGridLoopback
+) -> None:
+    env = pipeline_env(base_env, sendgrid)
+    enqueue_jobs(db)
     poller = start_poller(env)
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     doomed = subprocess.Popen(worker_command(), env=env, **quiet)  # type: ignore[call-overload]
@@ -61,6 +70,12 @@ def test_worker_killed_mid_batch_loses_nothing_and_duplicates_only_unknown_outco
                 process.terminate()
                 process.wait(30)
 
+    assert_nothing_lost_and_duplicates_only_unknown(db, sendgrid, in_hand)
+
+
+def assert_nothing_lost_and_duplicates_only_unknown(
+    db: psycopg.Connection[Any], sendgrid: SendGridLoopback, in_hand: int
+) -> None:
     requests = collections.Counter(
         r.body["personalizations"][0]["custom_args"]["job_id"] for r in sendgrid.requests
     )
@@ -74,3 +89,46 @@ def test_worker_killed_mid_batch_loses_nothing_and_duplicates_only_unknown_outco
     assert len(requests) == JOBS and max(requests.values()) <= 2
     assert twice <= unknown  # every duplicate is on record as an unknown outcome
     assert len(unknown) <= in_hand  # only jobs the killed worker held became unknown
+
+
+def test_worker_killed_while_its_group_commit_is_in_flight_loses_nothing(
+    db: psycopg.Connection[Any],
+    database_url: str,
+    base_env: dict[str, str],
+    sendgrid: SendGridLoopback,
+) -> None:
+    """The provider accepted a batch; the worker's one write of those successes is in flight
+    (held here by a lock on the delivery log) when the worker dies and the write is lost."""
+    env = pipeline_env(base_env, sendgrid)
+    enqueue_jobs(db)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    poller = start_poller(env)
+    doomed = subprocess.Popen(worker_command(), env=env, **quiet)  # type: ignore[call-overload]
+    survivor: subprocess.Popen[bytes] | None = None
+    waiting_write = (
+        "select pid from pg_stat_activity where wait_event_type = 'Lock' "
+        "and query like '%%complete_notification_jobs%%'"
+    )
+    try:
+        with psycopg.connect(database_url) as blocker:  # a transaction, until the block ends
+            blocker.execute("lock table notification_delivery_logs in share row exclusive mode")
+            wait_for(lambda: db.execute(waiting_write).fetchall() != [], timeout=30, interval=0.02)
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait(10)
+            # The write dies with its worker: nothing it carried reaches the database.
+            db.execute(f"select pg_terminate_backend(pid) from ({waiting_write}) w")
+        in_hand = statuses(db).get("processing", 0)
+        assert in_hand > 0 and statuses(db).get("sent", 0) == 0
+        survivor = subprocess.Popen(worker_command(), env=env, **quiet)  # type: ignore[call-overload]
+        wait_for(lambda: statuses(db) == {"sent": JOBS}, timeout=90, interval=0.2)
+    finally:
+        for process in (doomed, survivor, poller):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(30)
+
+    assert_nothing_lost_and_duplicates_only_unknown(db, sendgrid, in_hand)
+    requests = collections.Counter(
+        r.body["personalizations"][0]["custom_args"]["job_id"] for r in sendgrid.requests
+    )
+    assert any(n == 2 for n in requests.values()), "the lost write's sends came back as unknown"
