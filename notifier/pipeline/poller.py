@@ -98,6 +98,7 @@ class Poller:
         self._name = f"{socket.gethostname()}:{id(self):x}"
         self._next_reap = 0.0
         self._held_back = False
+        self._claimed_all_asked = False  # the last claim filled what it asked for
 
     def close(self) -> None:
         """Release the store's connections (after `run` has returned)."""
@@ -157,8 +158,12 @@ class Poller:
             self.reap_if_due()
             claimed = self.claim_once(burst=burst)
             total += claimed
-            if claimed >= self._policy.claim_batch_size:
-                continue  # more may be due: claim again without waiting
+            if self._claimed_all_asked:
+                # More may be due: claim again without waiting. Also when the claim was cut
+                # short by the room in Redis rather than by NOTIFIER_CLAIM_BATCH: a backlog
+                # that is already due sends no NOTIFY, so waiting here would cap a draining
+                # backlog at one refill per NOTIFIER_POLL_INTERVAL.
+                continue
             if burst and claimed == 0:
                 break
             if self._held_back:
@@ -184,11 +189,11 @@ class Poller:
         """
         room = self._room_in_redis(burst=burst)
         self._held_back = room <= 0 and not burst
+        self._claimed_all_asked = False
         if room <= 0:
             return 0
-        claims = self._store.claim(
-            min(room, self._policy.claim_batch_size), self._policy.lease_seconds, self._name
-        )
+        asked = min(room, self._policy.claim_batch_size)
+        claims = self._store.claim(asked, self._policy.lease_seconds, self._name)
         if not claims:
             return 0
         try:
@@ -207,6 +212,7 @@ class Poller:
             )
             return 0
         event(logger, "jobs_enqueued", count=len(claims))
+        self._claimed_all_asked = len(claims) >= asked
         return len(claims)
 
     def _room_in_redis(self, *, burst: bool = False) -> int:

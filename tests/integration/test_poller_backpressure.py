@@ -3,6 +3,8 @@ full RQ jobs instead of as a queue of one-notification RQ jobs."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -59,3 +61,27 @@ def test_a_burst_poller_is_not_held_back_by_the_rq_job_bound(
 
     assert poller.run(burst=True) == 50
     assert statuses(db) == {"queued": 50}
+
+
+def test_a_running_poller_refills_the_queues_as_workers_empty_them_without_waiting(
+    db: psycopg.Connection[Any], store: JobStore, redis: Redis, database_url: str
+) -> None:
+    # A backlog already due sends no NOTIFY: the poller must not sleep its poll interval
+    # between refills, or a draining backlog is capped at one refill per interval.
+    recipient = seed.add_recipient(db)["recipient"]
+    enqueue(db, recipient, 60)
+    poller = Poller(store, redis, database_url, policy(poll_interval=60.0))
+    runner = threading.Thread(target=poller.run, daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        taken = 0
+        while statuses(db).get("queued", 0) < 60 and time.monotonic() < deadline:
+            if redis.lpop("rq:queue:notifier-normal") is not None:  # a worker takes one
+                taken += 1
+            time.sleep(0.05)
+        assert statuses(db) == {"queued": 60}, "the backlog left Redis-sized, not per interval"
+        assert taken >= 3  # it really went out in refills of two RQ jobs
+    finally:
+        poller.stop()
+        runner.join(10)
