@@ -11,7 +11,9 @@ a busy pipeline would otherwise fill Redis with many RQ jobs of one or two notif
 and every RQ job costs a worker several milliseconds however small it is (that queue was most
 of the 0.8 s median latency measured at a steady 100/s). Held back, due jobs wait in Postgres
 and the next claim takes them together, up to full RQ jobs; an idle pipeline still claims each
-job the moment it is due. While held back the poller looks again every `BACKPRESSURE_RECHECK`.
+job the moment it is due. While held back the poller looks again every `BACKPRESSURE_RECHECK`,
+and a claim that got all it asked for is followed by another at once: a backlog that is
+already due sends no NOTIFY, so it drains as fast as the workers take RQ jobs.
 """
 
 from __future__ import annotations
