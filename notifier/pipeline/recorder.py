@@ -4,10 +4,11 @@ together, instead of one each.
 A send thread hands its success to the recorder and waits until it is on record, so a worker
 still holds no more unrecorded successes than it has sends in flight. The recorder never waits
 to fill a batch: it writes whatever arrived while its previous write was in flight. A success
-therefore waits at most for one write before its own, and the unknown-outcome window (the
-provider accepted, the database does not know yet) grows by that one write, a few
-milliseconds, measured in docs/performance.md. Under load the batches grow by themselves and
-each costs PostgreSQL ≈ 0.08 ms per job instead of ≈ 0.45 ms.
+therefore waits at most for one write before its own: the unknown-outcome window (the
+provider accepted, the database does not know yet) is that wait plus its own write, a few
+milliseconds at ordinary load (measured in docs/performance.md, and logged as `record_ms`).
+Under load the batches grow by themselves, and a job costs PostgreSQL 0.07 to 0.15 ms to record
+instead of ≈ 0.46 ms one by one.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class SuccessRecorder:
     def record(self, send: AcceptedSend) -> bool:
         """Put `send` on record; True when its lease token was still current. Raises what the
         store raised if it could not be recorded after RECORD_RETRY_PAUSES: the job then stays
-        `processing`, and the reaper logs its outcome as unknown instead of sending it again."""
+        `processing` until its lease ends, and the reaper records its outcome as unknown
+        (NOTIFIER_UNKNOWN_OUTCOME decides what follows); it is never resent as if unsent."""
         done: Future[bool] = Future()
         self._ensure_running()
         self._queue.put((send, done))
