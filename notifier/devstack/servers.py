@@ -209,6 +209,9 @@ class _LocalServer:
             stderr=subprocess.STDOUT,
             cwd=self.dir,
             preexec_fn=_die_with_parent(self.death_signal) if background else None,
+            # Its own session: a Ctrl-C at the terminal reaches `notifier dev` alone, which
+            # still reads the database before it stops the servers itself.
+            start_new_session=background,
             user=None if user is None else user.pw_uid,
             group=None if user is None else user.pw_gid,
             extra_groups=None if user is None else (),  # drop root's supplementary groups too

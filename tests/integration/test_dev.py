@@ -67,6 +67,7 @@ def test_dev_delivers_the_demo_then_keeps_running_until_ctrl_c(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group, as in a terminal
     )
     printed = Output(process)
     try:
@@ -107,9 +108,10 @@ def test_dev_delivers_the_demo_then_keeps_running_until_ctrl_c(
         assert any("My first notification" in e.read_text() for e in outbox.glob("*.eml"))
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGINT)  # Ctrl-C
+            # Ctrl-C at a terminal signals the whole foreground group, not one process.
+            os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=60)
     time.sleep(0.2)  # the reader thread drains the pipe
     rest = printed.rest()
     assert process.returncode == 0, rest[-3000:]
-    assert "stopping..." in rest
+    assert "stopping..." in rest and "Traceback" not in rest
