@@ -177,7 +177,7 @@ class Settings(BaseSettings):
         plain_base = not (parts.query or parts.fragment)
         if parts.scheme not in ("http", "https") or not parts.netloc or not plain_base:
             raise ValueError(
-                "NOTIFIER_PUBLIC_URL is malformed: it must be an http(s) URL without query, "
+                "it must be an http(s) URL without query, "
                 "e.g. https://notifier.example.com"
             )
         return value.strip().rstrip("/")
@@ -193,7 +193,7 @@ class Settings(BaseSettings):
             key = None
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise ValueError(
-                "SENDGRID_WEBHOOK_PUBLIC_KEY is malformed: it must be the base64 ECDSA public "
+                "it must be the base64 ECDSA public "
                 "key shown in SendGrid's Event Webhook settings"
             )
         return value.strip()

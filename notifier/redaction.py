@@ -56,13 +56,6 @@ def endpoint(url: str | None) -> str | None:
     return f"{target}/{database}" if database else target
 
 
-def plain(secret: Any) -> str | None:
-    """The raw value of a `SecretStr` setting, or None when unset or empty."""
-    if secret is None:
-        return None
-    return str(secret.get_secret_value()) or None
-
-
 def secret_values(settings: Settings) -> list[str]:
     """Every secret the settings hold, raw and URL-decoded: passwords, keys, tokens."""
     found: list[str] = []

@@ -50,7 +50,7 @@ def map_callback(params: Mapping[str, str], job_id: str | None) -> FeedbackEvent
         event_id=f"{sid}:{status}" if sid and status else None,
         event=status,
         log_status=log_status,
-        channel="whatsapp" if (to or "").startswith("whatsapp:") else "sms",
+        channel=channel_of(to),
         address=to,
         error_code=code,
         reason=_describe(code),
@@ -87,3 +87,8 @@ def _describe(code: str | None) -> str | None:
     if number in TRANSIENT_CODES:
         return f"{number} {TRANSIENT_CODES[number][1]}"
     return code
+
+
+def channel_of(address: str | None) -> str:
+    """The channel a Twilio address belongs to: `whatsapp:+E164` or a plain number (SMS)."""
+    return "whatsapp" if (address or "").startswith("whatsapp:") else "sms"

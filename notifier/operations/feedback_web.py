@@ -69,8 +69,8 @@ class FeedbackRoutes:
         if self._sendgrid is None:
             return _json(404, {"error": "the SendGrid event webhook is not configured"})
         body = read_body(environ)
-        signature = environ.get("HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_SIGNATURE")
-        timestamp = environ.get("HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_TIMESTAMP")
+        signature = environ.get(wsgi_header(sendgrid_events.SIGNATURE_HEADER))
+        timestamp = environ.get(wsgi_header(sendgrid_events.TIMESTAMP_HEADER))
         if not self._sendgrid.verify(body, signature, timestamp):
             event(logger, "webhook_rejected", logging.WARNING, provider="sendgrid",
                   reason="missing or invalid signature" if signature else "unsigned")  # fmt: skip
@@ -101,7 +101,7 @@ class FeedbackRoutes:
             return params
         keyword = twilio_status.inbound_keyword(params)
         sender = params.get("From") or ""
-        channel = "whatsapp" if sender.startswith("whatsapp:") else "sms"
+        channel = twilio_status.channel_of(sender)
         if keyword == "stop" and sender:
             self.store().add_suppression(
                 channel, sender, twilio_status.INBOUND_STOP_REASON, "twilio",
@@ -130,7 +130,7 @@ class FeedbackRoutes:
             params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         except UnicodeDecodeError:
             params = {}
-        signature = environ.get("HTTP_X_TWILIO_SIGNATURE")
+        signature = environ.get(wsgi_header(twilio_status.SIGNATURE_HEADER))
         if not params or not twilio_status.verify(self._twilio_token, url, params, signature):
             event(logger, "webhook_rejected", logging.WARNING, provider="twilio",
                   reason="missing or invalid signature" if signature else "unsigned")  # fmt: skip
@@ -183,3 +183,8 @@ def read_body(environ: dict[str, Any]) -> bytes:
 
 def _json(status: int, body: dict[str, Any]) -> Response:
     return status, [("Content-Type", "application/json")], json.dumps(body).encode("utf-8")
+
+
+def wsgi_header(name: str) -> str:
+    """The WSGI environ key of a request header: X-Twilio-Signature is HTTP_X_TWILIO_SIGNATURE."""
+    return "HTTP_" + name.upper().replace("-", "_")

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from notifier.config import Settings
+from notifier.config import Settings, plain_secret
 from notifier.operations.probes import Probe, database_task, redis_task, run_probes
 from notifier.operations.redis_state import RECENT_FAILURE_SECONDS, RedisState
-from notifier.redaction import endpoint, plain
+from notifier.redaction import endpoint
 from notifier.store.backend import endpoint as backend_endpoint
 from notifier.store.base import FunctionCaller
 from notifier.store.snapshot import Backlog, read_snapshot
@@ -59,7 +59,7 @@ def observe(settings: Settings) -> Observation:
     return Observation(
         redis=probes["redis"],
         database=Probe(timed.configured, timed.value.backlog if timed.value else None, timed.error),
-        redis_endpoint=endpoint(plain(settings.redis_url)),
+        redis_endpoint=endpoint(plain_secret(settings.redis_url)),
         database_endpoint=backend_endpoint(settings),
         at=datetime.now(UTC),
         database_backend=settings.resolved_backend,

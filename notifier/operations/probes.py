@@ -21,10 +21,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from notifier.config import Settings
+from notifier.config import Settings, plain_secret
 from notifier.operations.redis_state import RedisState, probe_client, read_redis_state
 from notifier.providers.registry import guarded_by_breaker
-from notifier.redaction import plain
 from notifier.store.backend import preload, short_caller
 from notifier.store.base import FunctionCaller
 
@@ -132,7 +131,7 @@ def configured_providers(settings: Settings) -> tuple[str, ...]:
 
 
 def redis_task(settings: Settings) -> ProbeTask[RedisState] | None:
-    url = plain(settings.redis_url)
+    url = plain_secret(settings.redis_url)
     if url is None:
         return None
 

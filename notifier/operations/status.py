@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from notifier.config import Settings
+from notifier.config import Settings, plain_secret
 from notifier.operations.probes import configured_providers, describe_error
 from notifier.operations.redis_state import (
     RECENT_FAILURE_SECONDS,
@@ -19,7 +19,7 @@ from notifier.operations.redis_state import (
     probe_client,
     read_redis_state,
 )
-from notifier.redaction import endpoint, plain
+from notifier.redaction import endpoint
 from notifier.store.backend import endpoint as backend_endpoint
 from notifier.store.backend import short_caller
 from notifier.store.model import DeliveryMethod, JobStatus
@@ -39,7 +39,7 @@ def collect(settings: Settings) -> dict[str, Any]:
             "endpoint": backend_endpoint(settings),
             "backend": settings.resolved_backend,
         },
-        "redis": {"endpoint": endpoint(plain(settings.redis_url))},
+        "redis": {"endpoint": endpoint(plain_secret(settings.redis_url))},
         "errors": [],
     }
     if settings.resolved_backend is not None:
@@ -59,7 +59,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         report["errors"].append(
             "DATABASE_URL is not set (nor SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)"
         )
-    redis_url = plain(settings.redis_url)
+    redis_url = plain_secret(settings.redis_url)
     if redis_url:
         client = probe_client(redis_url, CLI_REDIS_TIMEOUT)
         try:

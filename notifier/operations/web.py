@@ -30,12 +30,12 @@ from prometheus_client.exposition import choose_encoder
 from waitress import create_server, wasyncore  # type: ignore[import-untyped]
 from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
 
-from notifier.config import Settings
+from notifier.config import Settings, plain_secret
 from notifier.log import event
 from notifier.operations.feedback_web import BodyTooLarge, FeedbackRoutes
 from notifier.operations.health import health_body, observe, redis_health_body
 from notifier.operations.metrics import build_registry
-from notifier.redaction import Redactor, plain
+from notifier.redaction import Redactor
 
 logger = logging.getLogger("notifier.operations.web")
 STOP_GRACE_SECONDS = 5.0
@@ -66,7 +66,7 @@ class WebApp:
         self._settings = settings
         self._redact = Redactor.for_settings(settings)
         self._registry = build_registry(settings)
-        token = plain(settings.web_token)
+        token = plain_secret(settings.web_token)
         self._token = None if token is None else token.encode("utf-8")
         self._feedback = FeedbackRoutes(settings)
         # path → (handler, the methods it answers)

@@ -10,7 +10,6 @@ the worker goes on.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -126,9 +125,9 @@ class Deliverer:
         self._renderer = renderer
         self._policy = policy
         self._feedback = feedback  # where a provider's "never send here again" is recorded
-        self._pool: ThreadPoolExecutor | None = None
-        self._recorder: SuccessRecorder | None = None
-        self._recorder_lock = threading.Lock()
+        # One of each per deliverer, so per worker process; their threads start on first use.
+        self._pool = ThreadPoolExecutor(policy.send_concurrency, thread_name_prefix="send")
+        self._recorder = SuccessRecorder(store)
 
     def deliver_batch(self, claims: list[Claim]) -> dict[str, int]:
         """Deliver every claim whose lease is still current; returns counts by outcome.
@@ -142,7 +141,7 @@ class Deliverer:
         concurrency = min(self._policy.send_concurrency, len(claims))
         if concurrency <= 1:
             return counts([self.deliver_claim(claim) for claim in claims])
-        pool = self._send_pool()
+        pool = self._pool
         if len(claims) <= self._policy.send_concurrency:
             started = self._store.start_attempts(claims, self._policy.lease_seconds)
             current = {(job.job_id, job.lease_token) for job in started}
@@ -153,21 +152,9 @@ class Deliverer:
             return counts(outcomes)
         return counts(list(pool.map(self.deliver_claim, claims)))
 
-    def _send_pool(self) -> ThreadPoolExecutor:
-        """The send threads, made once per deliverer (so per worker process), not per batch."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                self._policy.send_concurrency, thread_name_prefix="send"
-            )
-        return self._pool
-
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        if self._recorder is not None:
-            self._recorder.close()
-            self._recorder = None
+        self._pool.shutdown(wait=True)
+        self._recorder.close()
 
     def deliver_claim(self, claim: Claim) -> Outcome:
         """Start the claim's attempt (fenced by its token) and deliver it; returns the outcome."""
@@ -431,16 +418,7 @@ class Deliverer:
     ) -> bool:
         """Record an accepted message through the group-committing recorder (which retries a
         failing database a few times: a success that is not on record would be sent again)."""
-        return self._success_recorder().record(
-            AcceptedSend(job, provider, message_id, response, duration)
-        )
-
-    def _success_recorder(self) -> SuccessRecorder:
-        """Made on first use, over the store in use then, like the send threads."""
-        with self._recorder_lock:
-            if self._recorder is None:
-                self._recorder = SuccessRecorder(self._store)
-            return self._recorder
+        return self._recorder.record(AcceptedSend(job, provider, message_id, response, duration))
 
 
 def _ms_since(started: float) -> int:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from notifier.config import BackendName, Settings
+from notifier.config import BackendName, Settings, plain_secret
 from notifier.errors import StoreUnavailableError
 from notifier.log import event
 from notifier.store.base import FunctionCaller
@@ -111,8 +111,7 @@ def preload(settings: Settings) -> None:
 def endpoint(settings: Settings) -> str | None:
     """Where the backend is, for health and status output (never a password)."""
     from notifier.redaction import endpoint as url_endpoint
-    from notifier.redaction import plain
 
     if settings.resolved_backend == "supabase":
         return url_endpoint(settings.supabase_url)
-    return url_endpoint(plain(settings.database_url))
+    return url_endpoint(plain_secret(settings.database_url))

@@ -7,6 +7,7 @@
 --    executor start-up, opening the tables' indexes, re-reading their CHECK constraints, the
 --    trigger queue, the commit) and ≈ 0.07 ms per job on top: 0.46 ms per job one by one,
 --    0.15 ms in batches of 5, 0.07 ms in batches of 64.
+--    complete_notification_job becomes this function for one send.
 -- 2. start_notification_attempts starts its claims set-wise (one statement, not one per claim):
 --    0.19 → 0.08 ms per job in batches of 64.
 -- 3. The helpers enqueue_notification_job calls, and the due index's expression, were SQL
@@ -134,14 +135,15 @@ begin
 end
 $$;
 
--- processing → sent for each accepted message of a batch: complete_notification_job's rules,
--- row for row (the job is sent whatever its token, unless already sent or skipped; a
--- `delivered` log row for every send; outcome_unknown_at cleared), in one statement. Returns
--- each job id with whether its token was still current, as complete_notification_job does.
--- Rows are found by primary key only (`id = any(...)`: an index probe per job, whatever the
--- table's size or statistics) and locked in id order, so two overlapping batches cannot
--- deadlock; a job id that is not in the table returns nothing. `p_sends`: [{job_id, lease_token, provider,
--- provider_message_id, provider_response, duration_ms}, ...].
+-- processing → sent for each accepted message of a batch, with the rules of 20261201000110's
+-- complete_notification_job row for row (the job is sent whatever its token, unless already
+-- sent or skipped; a `delivered` log row for every send; outcome_unknown_at cleared), in one
+-- statement. Returns each job id with whether its token was still current. Rows are found by
+-- primary key only (`id = any(...)`: an index probe per job, whatever the table's size or
+-- statistics) and locked in id order, so two overlapping batches cannot deadlock; a job id
+-- that is not in the table returns nothing. `p_sends`: [{job_id, lease_token, provider,
+-- provider_message_id, provider_response, duration_ms}, ...]. complete_notification_job, below,
+-- is now this function for one send, so the rules live here only.
 create or replace function complete_notification_jobs(p_sends jsonb)
 returns table (job_id uuid, token_matched boolean)
 language plpgsql security definer set search_path = public, pg_temp as $$
@@ -186,6 +188,21 @@ begin
   select l.id, (l.lease_token is not distinct from s.lease_token and l.status = 'processing')
     from sends s join locked l on l.id = s.job_id;
 end
+$$;
+
+-- The one-send form (same signature, so the grants of 20261124000500 stay): a batch of one.
+create or replace function complete_notification_job(
+  p_job_id uuid, p_lease_token uuid, p_provider text, p_provider_message_id text,
+  p_provider_response jsonb default null, p_duration_ms integer default null
+) returns boolean
+language sql security definer set search_path = public, pg_temp as $$
+  select coalesce((
+    select c.token_matched
+      from complete_notification_jobs(jsonb_build_array(jsonb_build_object(
+             'job_id', p_job_id, 'lease_token', p_lease_token, 'provider', p_provider,
+             'provider_message_id', p_provider_message_id,
+             'provider_response', p_provider_response, 'duration_ms', p_duration_ms))) c
+  ), false)
 $$;
 
 call notifier_restrict_to_service_role('complete_notification_jobs');

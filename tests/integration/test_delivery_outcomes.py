@@ -316,6 +316,7 @@ def test_a_success_that_cannot_be_recorded_is_never_resent(
     monkeypatch.setattr(recorder, "RECORD_RETRY_PAUSES", (0.0, 0.0))
     failing = CompleteAlwaysFails(PostgresCaller(database_url, max_size=2))
     deliverer._store = failing
+    deliverer._recorder = recorder.SuccessRecorder(failing)
     [job_id] = enqueue(db, seed.add_recipient(db)["recipient"])
     [claim] = failing.claim(10, 2)
     with pytest.raises(psycopg.OperationalError):
