@@ -32,8 +32,9 @@ _installed = False
 
 
 def patient_retry() -> Retry:
-    """Retries spread over about RIDE_OUT_SECONDS (jittered: half the cap on average)."""
-    retries = int(RIDE_OUT_SECONDS / (_BACKOFF_CAP / 2))
+    """Retries spread over about RIDE_OUT_SECONDS. redis-py's jitter is `min(cap, random() *
+    base * 2**n)`, so past the first few attempts each pause is close to the cap."""
+    retries = int(RIDE_OUT_SECONDS / _BACKOFF_CAP)
     return Retry(ExponentialWithJitterBackoff(base=_BACKOFF_BASE, cap=_BACKOFF_CAP), retries)
 
 

@@ -10,7 +10,6 @@ end to end, asserting that no notifier process opens a connection to Postgres.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -34,12 +33,12 @@ from notifier.store.postgres import PostgresCaller
 from notifier.store.rest import RestCaller
 from notifier.store.snapshot import read_snapshot
 from tests.integration import seed
-from tests.integration.pipeline import statuses, wait_for
-from tests.support.loopback import SendGridLoopback
+from tests.integration.conftest import STORE_BACKENDS, job_store_on
+from tests.integration.pipeline import WORKER_LINE, statuses, wait_for
+from tests.support.loopback import SendGridLoopback, unused_base_url
 from tests.support.postgrest import APPLICATION_NAME, PostgrestStandin, make_jwt
 
 JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
-WORKER_LINE = ["rq", "worker", "-c", "notifier.rq_settings"]
 
 
 @pytest.fixture
@@ -55,18 +54,10 @@ def rest(api: PostgrestStandin) -> Iterator[RestCaller]:
     caller.close()
 
 
-@pytest.fixture(params=["postgres", "supabase"])
+@pytest.fixture(params=STORE_BACKENDS)
 def any_store(request: pytest.FixtureRequest, database_url: str) -> Iterator[JobStore]:
     """The same job store over psycopg and over the REST API."""
-    if request.param == "postgres":
-        store = JobStore(PostgresCaller(database_url, max_size=2))
-        yield store
-        store.close()
-        return
-    with PostgrestStandin(database_url, JWT_SECRET) as server:
-        store = JobStore(RestCaller(server.url, server.key(), timeout=5))
-        yield store
-        store.close()
+    yield from job_store_on(request.param, database_url)
 
 
 def post(api: PostgrestStandin, function: str, body: Any, key: str | None) -> tuple[int, Any]:
@@ -381,7 +372,7 @@ def test_operator_commands_work_over_rest(
 def test_web_reports_the_rest_backend_with_its_latency(
     rest_env: dict[str, str], tmp_path: Any
 ) -> None:
-    port = 18000 + os.getpid() % 1000
+    port = int(unused_base_url().rsplit(":", 1)[1])
     env = rest_env | {"PORT": str(port), "NOTIFIER_WEB_HOST": "127.0.0.1"}
     log = (tmp_path / "web.log").open("wb")
     web = start(command("notifier", "web"), env, log)
