@@ -30,12 +30,8 @@ LOG_STATUS = {
     "unsubscribe": "blocked",
     "group_unsubscribe": "blocked",
 }
-# Events after which the address is suppressed, with the suppression's reason.
-SUPPRESSING_EVENTS = {
-    "spamreport": "spamreport",
-    "unsubscribe": "unsubscribe",
-    "group_unsubscribe": "group_unsubscribe",
-}
+# Events after which the address is suppressed; the event's name is the suppression's reason.
+SUPPRESSING_EVENTS = frozenset({"spamreport", "unsubscribe", "group_unsubscribe"})
 # A dropped message whose address itself is bad (SendGrid's `reason` values).
 BAD_ADDRESS_DROPS = ("bounced address", "invalid")
 
@@ -72,7 +68,7 @@ def map_event(raw: dict[str, Any]) -> FeedbackEvent:
     name = str(raw.get("event") or "")
     reason = _text(raw.get("reason") or raw.get("response"))
     log_status = LOG_STATUS.get(name)
-    suppress = SUPPRESSING_EVENTS.get(name)
+    suppress = name if name in SUPPRESSING_EVENTS else None
     if name == "bounce" and str(raw.get("type") or "bounce") != "blocked":
         suppress = "bounce"  # a hard bounce; `blocked` is a temporary refusal by the receiver
     if name == "dropped":

@@ -51,7 +51,7 @@ def _database_errors(settings: Settings) -> Iterator[None]:
     except psycopg.Error as error:
         _fail(f"PostgreSQL at {where} refused: {describe_error(error)}", 1, settings)
     except StoreUnavailableError as error:
-        _fail(f"cannot reach the Supabase REST API at {where}: {error}", 1, settings)
+        _fail(f"{error} (at {where})", 1, settings)  # the message names the REST API already
     except StoreError as error:
         _fail(f"the Supabase REST API at {where} refused: {error}", 1, settings)
 

@@ -2,8 +2,10 @@
 `POST /rest/v1/rpc/<function>`), for deployments that have SUPABASE_URL and
 SUPABASE_SERVICE_ROLE_KEY but no database password or route to the database.
 
-One HTTP client per caller (so per process), with a bounded connection pool and
-NOTIFIER_DB_TIMEOUT as its timeout. PostgREST's errors become notifier's own (store errors in
+One HTTP client per caller, with a bounded connection pool and NOTIFIER_DB_TIMEOUT as its
+timeout: a worker or poller keeps one for its life; a short read (a health probe, a metrics
+scrape, an ops command) opens its own and closes it (`store.backend.short_caller`), one TLS
+handshake per probe. PostgREST's errors become notifier's own (store errors in
 notifier/errors.py). Only reads are retried here (`SAFE_TO_REPEAT`): repeating them changes
 nothing. A state change is never repeated blindly: if its answer is lost, the lease it took or
 left decides (the reaper returns the job), and the caller's loop tries again later.
