@@ -54,8 +54,14 @@ def test_workers_ride_out_a_redis_restart_inside_a_job(
         assert all(code is None for code in exited.values()), (
             exited, [log.read_text()[-3000:] for log in logs]
         )  # fmt: skip
-        after = Queue(QUEUE_NAMES[1], connection=redis).enqueue("time.sleep", 0)
-        wait_for(lambda: after.get_status(refresh=True) == "finished", timeout=30)
+        # Both still work: two jobs long enough that each worker has to take one.
+        queue = Queue(QUEUE_NAMES[1], connection=redis)
+        after = [queue.enqueue("time.sleep", 1.0) for _ in workers]
+        wait_for(lambda: all(j.get_status(refresh=True) == "finished" for j in after), timeout=30)
+        for job in after:
+            job.refresh()
+        assert len({job.worker_name for job in after}) == 2, "one worker no longer takes jobs"
+        assert all(p.poll() is None for p in workers)
     finally:
         redis.close()
         for process in workers:
